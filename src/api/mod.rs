@@ -1,0 +1,310 @@
+//! The REST surface under `/api/v1`. Handlers authenticate, turn a request into a
+//! [`Command`] and submit it, or read a projection; they never decide anything themselves.
+
+pub mod audit;
+pub mod openapi;
+pub mod problem;
+pub mod projects;
+pub mod tokens;
+pub mod watches;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use tower_http::catch_panic::CatchPanicLayer;
+use uuid::Uuid;
+
+pub use problem::Problem;
+
+use crate::control::{Control, Submission};
+use crate::domain::{Caller, Command, Millis, Plane, Principal, Reply, State};
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub control: Arc<Control>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .merge(watches::routes())
+        .merge(projects::routes())
+        .merge(tokens::routes())
+        .merge(audit::routes())
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi::serve));
+    Router::new()
+        .nest("/api/v1", v1)
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(route_not_found)
+        .layer(middleware::map_response(method_not_allowed_as_problem))
+        .layer(middleware::from_fn(request_id))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| {
+            Problem::internal("the server hit a bug while handling this request; it has been logged")
+                .into_response()
+        }))
+        .with_state(state)
+}
+
+#[utoipa::path(get, path = "/api/v1/healthz", tag = "operations",
+    responses((status = 200, description = "The server is up")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn route_not_found() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        "no such route; GET /openapi.json lists every route",
+    )
+}
+
+/// axum answers an undeclared method with an empty 405; give it a problem body, keeping `Allow`.
+async fn method_not_allowed_as_problem(resp: Response) -> Response {
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED
+        || resp.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return resp;
+    }
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let detail = "this route does not accept that method; the Allow header lists those it does";
+    let mut out =
+        Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", detail).into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
+}
+
+/// Every request carries an id, the caller's own if it sent a sane one, echoed in the answer
+/// and recorded in the commit.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let sane = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
+    if !sane && let Ok(v) = HeaderValue::from_str(&Uuid::now_v7().to_string()) {
+        req.headers_mut().insert(REQUEST_ID, v);
+    }
+    let id = req.headers().get(&REQUEST_ID).cloned();
+    let mut resp = next.run(req).await;
+    if let Some(id) = id {
+        resp.headers_mut().insert(REQUEST_ID, id);
+    }
+    resp
+}
+
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC with millisecond precision.
+pub fn rfc3339(ms: Millis) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(ts) => format!("{ts:.3}"),
+        Err(_) => ms.to_string(),
+    }
+}
+
+pub fn parse_rfc3339(field: &str, s: &str) -> Result<Millis, Problem> {
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| Problem {
+            field: Some(field.to_string()),
+            ..Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_expires_at",
+                format!("{field} must be an RFC 3339 time such as 2026-12-31T00:00:00Z: {e}"),
+            )
+        })
+}
+
+/// The principal behind the request's bearer token, or 401.
+pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<Principal, Problem> {
+    let secret = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer);
+    Ok(crate::auth::authenticate(state, secret, now_ms())?)
+}
+
+/// Authenticates a read on the REST plane and hands the caller and the state to `read`.
+pub fn read<T>(
+    app: &AppState,
+    headers: &HeaderMap,
+    read: impl FnOnce(&State, &Caller<'_>) -> Result<T, Problem>,
+) -> Result<T, Problem> {
+    let state = app.control.state();
+    let principal = authenticate(&state, headers)?;
+    let caller = state.caller(principal, now_ms())?;
+    state.admit(&caller, Plane::Rest)?;
+    read(&state, &caller)
+}
+
+/// A read that only admins may make.
+pub fn admin_read<T>(
+    app: &AppState,
+    headers: &HeaderMap,
+    read_fn: impl FnOnce(&State, &Caller<'_>) -> Result<T, Problem>,
+) -> Result<T, Problem> {
+    read(app, headers, |state, caller| {
+        if !caller.is_admin() {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "admin_required",
+                "only an admin token may do this",
+            ));
+        }
+        read_fn(state, caller)
+    })
+}
+
+/// What a mutation handler gets back: the reply, and whether it is a remembered first answer
+/// to an earlier request with the same `Idempotency-Key`.
+pub struct Done {
+    pub reply: Reply,
+    pub replayed: bool,
+}
+
+/// Submits a mutation on the REST plane. A request that could not be turned into a command
+/// (`command` is an error) is still submitted, as `Malformed`, so that its refusal is audited
+/// like any other; only a request without a valid token is answered without a commit.
+pub async fn mutate(
+    app: &AppState,
+    headers: &HeaderMap,
+    op: &str,
+    admin_only: bool,
+    command: Result<Command, Problem>,
+) -> Result<Done, Problem> {
+    let principal = authenticate(&app.control.state(), headers)?;
+    let idempotency_key = idempotency_key(headers);
+    let command = match (command.as_ref(), idempotency_key.as_ref()) {
+        (_, Err(p)) | (Err(p), _) => Command::Malformed {
+            op: op.to_string(),
+            admin_only,
+            status: p.status.as_u16(),
+            code: p.code.clone(),
+            detail: p.detail.clone(),
+        },
+        (Ok(c), Ok(_)) => c.clone(),
+    };
+    let request_id = headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let submitted = app
+        .control
+        .submit(Submission {
+            principal,
+            plane: Plane::Rest,
+            request_id,
+            idempotency_key: idempotency_key.ok().flatten(),
+            command,
+        })
+        .await?;
+    let reply = submitted.result?;
+    Ok(Done {
+        reply,
+        replayed: submitted.seq.is_none(),
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(s) if !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(s.to_string()))
+        }
+        _ => Err(Problem::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-255 visible ASCII characters, e.g. a UUID",
+        )),
+    }
+}
+
+/// `If-Match: "<version>"` (or `W/"<version>"`, or a bare number). `*` matches any version.
+/// Anything else can match no version, so it fails the precondition.
+pub fn if_match(headers: &HeaderMap) -> Option<u64> {
+    let raw = headers.get(header::IF_MATCH)?.to_str().unwrap_or("");
+    let v = raw.trim();
+    if v == "*" {
+        return None;
+    }
+    let v = v.strip_prefix("W/").unwrap_or(v).trim_matches('"');
+    Some(v.parse().unwrap_or(0))
+}
+
+pub fn etag(version: u64) -> (HeaderName, HeaderValue) {
+    let value = HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+    (header::ETAG, value)
+}
+
+/// Parses a JSON body. Syntax errors are 400 `invalid_json`; a well-formed body of the wrong
+/// shape (unknown or missing field, wrong type) is 422 `invalid_body`. An empty body is `{}`.
+pub fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Problem> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {BODY_LIMIT} bytes"),
+            )
+        } else {
+            Problem::bad_request("invalid_body", e.body_text())
+        }
+    })?;
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("the body does not fit this route: {e}"),
+            ),
+            _ if e.to_string().contains("number out of range") => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("a number in the body is out of range: {e}"),
+            ),
+            _ => Problem::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
+        }
+    })
+}
+
+/// A reply of the wrong kind for the route means reeve has a bug; say so without panicking.
+pub fn unexpected(reply: &Reply) -> Problem {
+    tracing::error!(?reply, "a handler got a reply it does not render");
+    Problem::internal("the server produced an unexpected answer; this is a bug in reeve")
+}
+
+pub fn principal_str(p: Principal) -> String {
+    p.to_string()
+}

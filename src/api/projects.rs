@@ -1,0 +1,138 @@
+//! `/api/v1/projects`: the unit of scope. Admins create them; everyone lists what they may see.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::problem::ProblemDoc;
+use super::{AppState, Problem, mutate, parse_body, read, rfc3339, unexpected};
+use crate::domain::{Command, Project, Reply};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/projects", get(list).post(create))
+        .route("/projects/{id}", get(show))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectView {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+impl From<&Project> for ProjectView {
+    fn from(p: &Project) -> ProjectView {
+        ProjectView {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            created_at: rfc3339(p.created_at),
+            created_by: p.created_by.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectList {
+    pub projects: Vec<ProjectView>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProjectBody {
+    /// A slug: 1-63 characters of a-z, 0-9 and '-'.
+    pub id: String,
+    /// Defaults to the id.
+    pub name: Option<String>,
+}
+
+fn not_found(id: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "project_not_found",
+        format!("no project {id:?}; GET /api/v1/projects lists yours"),
+    )
+}
+
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
+    responses(
+        (status = 200, description = "The projects this token may see", body = ProjectList),
+        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "mcp_token_not_allowed, runner_token_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn list(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
+    read(&app, &headers, |state, caller| {
+        let projects = state
+            .projects
+            .values()
+            .filter(|p| caller.sees_project(&p.id))
+            .map(ProjectView::from)
+            .collect();
+        Ok(Json(ProjectList { projects }).into_response())
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{id}", tag = "projects",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, body = ProjectView),
+        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "project_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn show(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    read(&app, &headers, |state, caller| {
+        let p = state
+            .projects
+            .get(&id)
+            .filter(|p| caller.sees_project(&p.id))
+            .ok_or_else(|| not_found(&id))?;
+        Ok(Json(ProjectView::from(p)).into_response())
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects",
+    request_body = CreateProjectBody,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses(
+        (status = 201, body = ProjectView, headers(("Location" = String))),
+        (status = 400, description = "invalid_json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "admin_required, trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "project_exists", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_body, invalid_project_id", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let command = parse_body::<CreateProjectBody>(body).map(|b| Command::CreateProject {
+        id: b.id,
+        name: b.name,
+    });
+    let done = mutate(&app, &headers, "create_project", true, command).await?;
+    match &done.reply {
+        Reply::Project(p) => {
+            let mut resp = (StatusCode::CREATED, Json(ProjectView::from(p))).into_response();
+            if let Ok(loc) = format!("/api/v1/projects/{}", p.id).parse() {
+                resp.headers_mut().insert(header::LOCATION, loc);
+            }
+            Ok(resp)
+        }
+        other => Err(unexpected(other)),
+    }
+}

@@ -1,0 +1,27 @@
+//! The `reeve` command line. Each subcommand lives in its own file.
+
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "reeve", version, about = "An event-sourced control plane for jobs and watches")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand, Debug)]
+enum Commands {
+    /// Run the control plane: REST API, event log, admin bootstrap.
+    Serve(serve::ServeArgs),
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Serve(args) => serve::run(args),
+    }
+}

@@ -1,0 +1,106 @@
+//! `reeve serve`: runs the control plane until SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::log::SyncMode;
+use crate::server::{Server, ServerConfig};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Where the event log and the admin token live.
+    #[arg(long, env = "REEVE_DATA_DIR", default_value = "./reeve-data")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "REEVE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// When a command is acknowledged: after fdatasync (durable), after sled's flush (batch),
+    /// or before either (interval; sled flushes every 500 ms).
+    #[arg(long, env = "REEVE_SYNC", value_enum, default_value_t = SyncMode::Durable)]
+    sync: SyncMode,
+    /// The shortest watch interval this server accepts, in seconds.
+    #[arg(long, env = "REEVE_WATCH_INTERVAL_FLOOR_SECS", default_value_t = 1)]
+    watch_interval_floor_secs: u64,
+}
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("reeve: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(args))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let cfg = ServerConfig {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        sync: args.sync,
+        watch_interval_floor_secs: args.watch_interval_floor_secs,
+        admin_token: std::env::var("REEVE_ADMIN_TOKEN")
+            .ok()
+            .filter(|s| !s.trim().is_empty()),
+    };
+    let server = match Server::start(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("reeve: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if let Some(path) = server.admin_token_path() {
+        let _ = writeln!(
+            out,
+            "admin token written to {} (keep it secret; it is shown nowhere else)",
+            path.display()
+        );
+    }
+    let _ = writeln!(out, "reeve listening on http://{}", server.addr());
+    let _ = out.flush();
+    drop(out);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

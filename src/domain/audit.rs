@@ -1,0 +1,77 @@
+//! The audit projection: one entry per commit, indexed for filtering. The full command and
+//! events stay in the log; an entry points at them by `seq`.
+
+use super::{Command, Event, Millis, Plane, Principal, State};
+use crate::log::{Commit, Outcome};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at: Millis,
+    pub plane: Plane,
+    pub principal: Principal,
+    pub op: String,
+    /// What the command acted on, e.g. `watch:<id>`, `project:<id>`, `token:<id>`.
+    pub target: Option<String>,
+    /// The project it acted in, when there is one (for filtering).
+    pub project: Option<String>,
+    pub accepted: bool,
+}
+
+impl AuditEntry {
+    /// Built before the commit's events are applied, so a deleted watch can still be named.
+    pub(super) fn of(state: &State, c: &Commit) -> AuditEntry {
+        let body = &c.body;
+        let accepted = body.outcome == Outcome::Accepted;
+        let watch_project = |id: &uuid::Uuid| state.watches.get(id).map(|w| w.project.clone());
+        let (target, project) = match (&body.meta.command, body.events.first()) {
+            (Command::CreateProject { id, .. }, _) => {
+                (Some(format!("project:{id}")), Some(id.clone()))
+            }
+            (Command::IssueToken { .. }, Some(Event::TokenIssued { id, .. })) => {
+                (Some(format!("token:{id}")), None)
+            }
+            (Command::IssueToken { .. }, _) => (None, None),
+            (Command::RevokeToken { id }, _) => (Some(format!("token:{id}")), None),
+            (Command::CreateWatch(new), Some(Event::WatchCreated { id, .. })) => {
+                (Some(format!("watch:{id}")), Some(new.project.clone()))
+            }
+            (Command::CreateWatch(new), _) => (
+                Some(format!("to_uri:{}", new.to_uri)),
+                Some(new.project.clone()),
+            ),
+            (
+                Command::UpdateWatch { .. }
+                | Command::DeleteWatch { .. }
+                | Command::TriggerWatch { .. },
+                Some(
+                    Event::WatchUpdated { id, .. }
+                    | Event::WatchDeleted { id, .. }
+                    | Event::WatchFired { id, .. },
+                ),
+            ) => (Some(format!("watch:{id}")), watch_project(id)),
+            (
+                Command::UpdateWatch { key, .. }
+                | Command::DeleteWatch { key, .. }
+                | Command::TriggerWatch { key },
+                _,
+            ) => (
+                Some(key.describe()),
+                key.project
+                    .clone()
+                    .or_else(|| key.id.as_ref().and_then(watch_project)),
+            ),
+            (Command::Malformed { .. }, _) => (None, None),
+        };
+        AuditEntry {
+            seq: c.seq,
+            at: body.at,
+            plane: body.meta.plane,
+            principal: body.meta.principal,
+            op: body.meta.command.op().to_string(),
+            target,
+            project,
+            accepted,
+        }
+    }
+}

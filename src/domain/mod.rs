@@ -1,0 +1,344 @@
+//! The pure core: commands, events, `decide` and `State::apply`.
+//!
+//! Nothing here does I/O, reads a clock or draws a random number. Time, new ids and the
+//! principal arrive in [`Ctx`]; the resulting events are folded by [`State::apply`], which is
+//! the same fold the server runs live and the replay runs offline, so both reach the same state.
+//!
+//! Persisted types ([`Command`], [`Event`], and everything they hold) are append-only: a new
+//! variant goes at the end of its enum, and an existing variant's fields never change. postcard
+//! encodes variants by index, so reordering would silently reinterpret old logs.
+
+mod audit;
+mod project;
+mod state;
+mod token;
+mod watch;
+
+pub use audit::AuditEntry;
+pub use project::Project;
+pub use state::{Caller, State};
+pub use token::{Token, TokenKind};
+pub use watch::{LastRun, NewWatch, RunOutcome, Watch, WatchKey, WatchPatch};
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::log::Hash;
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// The door a command came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Plane {
+    System,
+    Rest,
+    Mcp,
+    Cli,
+    Scheduler,
+    Runner,
+}
+
+impl Plane {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plane::System => "system",
+            Plane::Rest => "rest",
+            Plane::Mcp => "mcp",
+            Plane::Cli => "cli",
+            Plane::Scheduler => "scheduler",
+            Plane::Runner => "runner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Plane> {
+        Some(match s {
+            "system" => Plane::System,
+            "rest" => Plane::Rest,
+            "mcp" => Plane::Mcp,
+            "cli" => Plane::Cli,
+            "scheduler" => Plane::Scheduler,
+            "runner" => Plane::Runner,
+            _ => return None,
+        })
+    }
+}
+
+/// Who is acting: reeve itself (bootstrap, scheduler) or the holder of a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Principal {
+    System,
+    Token(Uuid),
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::System => f.write_str("system"),
+            Principal::Token(id) => write!(f, "token:{id}"),
+        }
+    }
+}
+
+/// Server settings that rules depend on. They are not persisted: they constrain what is
+/// accepted from now on, never how an accepted commit is folded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    pub watch_interval_floor_secs: u64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            watch_interval_floor_secs: 1,
+        }
+    }
+}
+
+/// Everything a decision may depend on besides the state and the command.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub at: Millis,
+    pub principal: Principal,
+    pub plane: Plane,
+    /// A fresh UUIDv7, for a command that creates something.
+    pub new_id: Uuid,
+    pub rules: Rules,
+}
+
+/// What somebody asked for. Persisted in every commit's meta.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    CreateProject {
+        id: String,
+        name: Option<String>,
+    },
+    IssueToken {
+        /// SHA-256 of the secret; the secret itself never reaches the log.
+        #[serde(with = "hex_hash")]
+        secret_hash: Hash,
+        kind: TokenKind,
+        description: String,
+        enabled_projects: BTreeMap<String, Option<Millis>>,
+        allow_trigger: bool,
+        expires_at: Option<Millis>,
+    },
+    RevokeToken {
+        id: Uuid,
+    },
+    CreateWatch(NewWatch),
+    UpdateWatch {
+        key: WatchKey,
+        if_match: Option<u64>,
+        patch: WatchPatch,
+    },
+    DeleteWatch {
+        key: WatchKey,
+        if_match: Option<u64>,
+    },
+    TriggerWatch {
+        key: WatchKey,
+    },
+    /// A request that never became a command (unparseable body, bad header). It is logged so
+    /// that every refused mutation is audited, and `decide` always refuses it.
+    Malformed {
+        op: String,
+        admin_only: bool,
+        status: u16,
+        code: String,
+        detail: String,
+    },
+}
+
+impl Command {
+    /// The operation's stable name, as the audit trail shows it.
+    pub fn op(&self) -> &str {
+        match self {
+            Command::CreateProject { .. } => "create_project",
+            Command::IssueToken { .. } => "issue_token",
+            Command::RevokeToken { .. } => "revoke_token",
+            Command::CreateWatch(_) => "create_watch",
+            Command::UpdateWatch { .. } => "update_watch",
+            Command::DeleteWatch { .. } => "delete_watch",
+            Command::TriggerWatch { .. } => "trigger_watch",
+            Command::Malformed { op, .. } => op,
+        }
+    }
+
+    /// Identifies "the same request" for `Idempotency-Key`. A token's secret hash is left out:
+    /// each attempt draws a new secret, yet a retry is still the same request.
+    pub fn fingerprint(&self) -> Hash {
+        let mut canonical = self.clone();
+        if let Command::IssueToken { secret_hash, .. } = &mut canonical {
+            *secret_hash = [0; 32];
+        }
+        // Encoding plain data into a Vec cannot fail; an empty fingerprint would only make a
+        // retry look different, never the same.
+        let bytes = postcard::to_stdvec(&canonical).unwrap_or_default();
+        Sha256::digest(bytes).into()
+    }
+}
+
+/// What happened. Persisted in every accepted commit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    ProjectCreated {
+        id: String,
+        name: String,
+    },
+    TokenIssued {
+        id: Uuid,
+        #[serde(with = "hex_hash")]
+        secret_hash: Hash,
+        kind: TokenKind,
+        description: String,
+        enabled_projects: BTreeMap<String, Option<Millis>>,
+        allow_trigger: bool,
+        expires_at: Option<Millis>,
+    },
+    TokenRevoked {
+        id: Uuid,
+    },
+    WatchCreated {
+        id: Uuid,
+        project: String,
+        source: String,
+        to_uri: String,
+        watch_interval: f64,
+        is_active: bool,
+        reason: Option<String>,
+        instruction: Option<String>,
+        next_run_at: Option<Millis>,
+    },
+    WatchUpdated {
+        id: Uuid,
+        watch_interval: Option<f64>,
+        is_active: Option<bool>,
+        reason: Option<Option<String>>,
+        instruction: Option<Option<String>>,
+        next_run_at: Option<Option<Millis>>,
+    },
+    WatchDeleted {
+        id: Uuid,
+        project: String,
+        to_uri: String,
+    },
+    WatchFired {
+        id: Uuid,
+        manual: bool,
+        missed: u32,
+    },
+}
+
+/// Why a command was refused: an HTTP status, a stable code, and a reason that says what to
+/// do instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub code: String,
+    pub reason: String,
+    pub field: Option<String>,
+}
+
+impl Rejection {
+    pub fn new(status: u16, code: &str, reason: impl Into<String>) -> Rejection {
+        Rejection {
+            status,
+            code: code.to_string(),
+            reason: reason.into(),
+            field: None,
+        }
+    }
+
+    pub fn invalid(code: &str, field: &str, reason: impl Into<String>) -> Rejection {
+        Rejection {
+            field: Some(field.to_string()),
+            ..Rejection::new(422, code, reason)
+        }
+    }
+}
+
+/// What the caller gets back for an accepted command: a snapshot of what it changed, taken
+/// from the state right after the commit was applied.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    Project(Project),
+    Token(Token),
+    TokenRevoked(Token),
+    Watch(Watch),
+    WatchDeleted { id: Uuid, to_uri: String },
+    WatchTriggered { id: Uuid, to_uri: String },
+    Nothing,
+}
+
+/// Decides a command against the state: the events to append, or why not.
+pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+    let caller = state.authorize(cmd, ctx)?;
+    match cmd {
+        Command::CreateProject { id, name } => project::create(state, id, name.as_deref()),
+        Command::IssueToken {
+            secret_hash,
+            kind,
+            description,
+            enabled_projects,
+            allow_trigger,
+            expires_at,
+        } => token::issue(
+            state,
+            ctx,
+            token::Issue {
+                secret_hash: *secret_hash,
+                kind: *kind,
+                description,
+                enabled_projects,
+                allow_trigger: *allow_trigger,
+                expires_at: *expires_at,
+            },
+        ),
+        Command::RevokeToken { id } => token::revoke(state, ctx, *id),
+        Command::CreateWatch(new) => watch::create(state, &caller, new, ctx),
+        Command::UpdateWatch {
+            key,
+            if_match,
+            patch,
+        } => watch::update(state, &caller, key, *if_match, patch, ctx),
+        Command::DeleteWatch { key, if_match } => watch::delete(state, &caller, key, *if_match),
+        Command::TriggerWatch { key } => watch::trigger(state, &caller, key),
+        Command::Malformed {
+            status,
+            code,
+            detail,
+            ..
+        } => Err(Rejection::new(*status, code, detail.clone())),
+    }
+}
+
+/// Hashes serialize as hex in JSON (the audit trail) and as raw bytes in postcard.
+mod hex_hash {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(h))
+        } else {
+            serde::Serialize::serialize(h, s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
+            Ok(out)
+        } else {
+            <[u8; 32]>::deserialize(d)
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Projects: the unit of ownership and scope.
+
+use super::{Event, Millis, Principal, Rejection, State};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub created_at: Millis,
+    pub created_by: Principal,
+}
+
+pub const MAX_NAME_LEN: usize = 200;
+
+/// A project id is a slug: 1 to 63 characters of `[a-z0-9-]`.
+pub fn valid_slug(id: &str) -> bool {
+    (1..=63).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+pub(super) fn create(state: &State, id: &str, name: Option<&str>) -> Result<Vec<Event>, Rejection> {
+    if !valid_slug(id) {
+        return Err(Rejection::invalid(
+            "invalid_project_id",
+            "id",
+            format!("project id {id:?} must be 1-63 characters of a-z, 0-9 and '-', e.g. \"web-team\""),
+        ));
+    }
+    let name = name.unwrap_or(id);
+    if name.chars().count() > MAX_NAME_LEN {
+        return Err(Rejection::invalid(
+            "invalid_name",
+            "name",
+            format!("name must be at most {MAX_NAME_LEN} characters"),
+        ));
+    }
+    if state.projects.contains_key(id) {
+        return Err(Rejection::new(
+            409,
+            "project_exists",
+            format!("project {id:?} already exists; pick another id"),
+        ));
+    }
+    Ok(vec![Event::ProjectCreated {
+        id: id.to_string(),
+        name: name.to_string(),
+    }])
+}

@@ -1,0 +1,427 @@
+//! The projections folded from the log, and the fold itself.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use uuid::Uuid;
+
+use super::{
+    AuditEntry, Command, Ctx, Event, Millis, Plane, Principal, Project, Rejection, Reply, Token,
+    TokenKind, Watch,
+};
+use crate::log::{Commit, GENESIS, Hash, Outcome};
+
+/// How long an `Idempotency-Key` is remembered, measured in commit time.
+pub const IDEMPOTENCY_TTL_MS: Millis = 24 * 60 * 60 * 1000;
+
+#[derive(Clone, Debug, PartialEq)]
+struct Remembered {
+    fingerprint: Hash,
+    result: Result<Reply, Rejection>,
+}
+
+/// Everything readable, as of `head_seq`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct State {
+    pub head_seq: u64,
+    pub head_hash: Hash,
+    pub projects: BTreeMap<String, Project>,
+    pub tokens: BTreeMap<Uuid, Token>,
+    token_by_hash: HashMap<Hash, Uuid>,
+    /// Keyed by UUIDv7, so iteration order is creation order.
+    pub watches: BTreeMap<Uuid, Watch>,
+    watches_by_uri: HashMap<String, Vec<Uuid>>,
+    idempotency: HashMap<(Uuid, String), Remembered>,
+    idempotency_expiry: VecDeque<(Millis, Uuid, String)>,
+    pub audit: Vec<AuditEntry>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            head_seq: 0,
+            head_hash: GENESIS,
+            projects: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            token_by_hash: HashMap::new(),
+            watches: BTreeMap::new(),
+            watches_by_uri: HashMap::new(),
+            idempotency: HashMap::new(),
+            idempotency_expiry: VecDeque::new(),
+            audit: Vec::new(),
+        }
+    }
+}
+
+/// An authenticated principal as of one moment, with what it may see.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller<'a> {
+    pub principal: Principal,
+    pub token: Option<&'a Token>,
+    pub at: Millis,
+}
+
+impl Caller<'_> {
+    pub fn is_admin(&self) -> bool {
+        match self.token {
+            None => true,
+            Some(t) => t.kind == TokenKind::Admin,
+        }
+    }
+
+    /// Whether the caller may see anything in `project`. Outside it, things do not exist.
+    pub fn sees_project(&self, project: &str) -> bool {
+        match self.token {
+            None => true,
+            Some(t) if t.kind == TokenKind::Admin || t.enabled_projects.is_empty() => true,
+            Some(t) => match t.enabled_projects.get(project) {
+                Some(None) => true,
+                Some(Some(expiry)) => *expiry > self.at,
+                None => false,
+            },
+        }
+    }
+}
+
+impl State {
+    /// The token whose secret hashes to `hash`, if any (active or not).
+    pub fn token_by_secret_hash(&self, hash: &Hash) -> Option<&Token> {
+        self.token_by_hash
+            .get(hash)
+            .and_then(|id| self.tokens.get(id))
+    }
+
+    /// The caller behind `principal` at `at`, or 401 if its token is unknown, revoked or expired.
+    pub fn caller(&self, principal: Principal, at: Millis) -> Result<Caller<'_>, Rejection> {
+        let token = match principal {
+            Principal::System => None,
+            Principal::Token(id) => {
+                let t = self
+                    .tokens
+                    .get(&id)
+                    .filter(|t| t.is_active(at))
+                    .ok_or_else(|| {
+                        Rejection::new(
+                            401,
+                            "unauthorized",
+                            "this token is unknown, revoked or expired; ask an admin for a new one",
+                        )
+                    })?;
+                Some(t)
+            }
+        };
+        Ok(Caller {
+            principal,
+            token,
+            at,
+        })
+    }
+
+    /// Whether this caller may use this plane at all (reads and writes alike).
+    pub fn admit<'a>(&self, caller: &Caller<'a>, plane: Plane) -> Result<(), Rejection> {
+        let Some(token) = caller.token else {
+            return Ok(());
+        };
+        match (plane, token.kind) {
+            (Plane::Rest | Plane::Cli, TokenKind::Mcp) => Err(Rejection::new(
+                403,
+                "mcp_token_not_allowed",
+                "MCP tokens work only on the MCP endpoints (/mcp and /api/v1/mcp); use an api token here",
+            )),
+            (Plane::Rest | Plane::Cli, TokenKind::Runner) => Err(Rejection::new(
+                403,
+                "runner_token_not_allowed",
+                "runner tokens work only on the runner endpoints; use an api token here",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The checks every command passes before its own rules: a live principal, the right
+    /// plane, permission to change things, and admin rights where the command needs them.
+    pub(super) fn authorize(&self, cmd: &Command, ctx: &Ctx) -> Result<Caller<'_>, Rejection> {
+        let caller = self.caller(ctx.principal, ctx.at)?;
+        self.admit(&caller, ctx.plane)?;
+        if let Some(token) = caller.token {
+            if !token.allow_trigger {
+                return Err(Rejection::new(
+                    403,
+                    "trigger_not_allowed",
+                    "this token is read-only (allow_trigger is false); use a token that may change things",
+                ));
+            }
+            let admin_only = match cmd {
+                Command::CreateProject { .. }
+                | Command::IssueToken { .. }
+                | Command::RevokeToken { .. } => true,
+                Command::Malformed { admin_only, .. } => *admin_only,
+                _ => false,
+            };
+            if admin_only && token.kind != TokenKind::Admin {
+                return Err(Rejection::new(
+                    403,
+                    "admin_required",
+                    "only an admin token may do this",
+                ));
+            }
+        }
+        Ok(caller)
+    }
+
+    /// The first answer given to `key` from `principal`, if the same request was seen before.
+    /// A different request under the same key is refused by [`State::idempotency_conflict`].
+    pub fn remembered(
+        &self,
+        principal: Principal,
+        key: &str,
+        cmd: &Command,
+    ) -> Option<Result<Reply, Rejection>> {
+        let Principal::Token(t) = principal else {
+            return None;
+        };
+        self.idempotency
+            .get(&(t, key.to_string()))
+            .filter(|r| r.fingerprint == cmd.fingerprint())
+            .map(|r| r.result.clone())
+    }
+
+    pub fn idempotency_conflict(
+        &self,
+        principal: Principal,
+        key: &str,
+        cmd: &Command,
+    ) -> Result<(), Rejection> {
+        let Principal::Token(t) = principal else {
+            return Ok(());
+        };
+        match self.idempotency.get(&(t, key.to_string())) {
+            Some(r) if r.fingerprint != cmd.fingerprint() => Err(Rejection::new(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used for a different request; use a new key for a new request",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Watches with this `to_uri`, in any project.
+    pub fn watches_with_uri(&self, to_uri: &str) -> impl Iterator<Item = &Watch> {
+        self.watches_by_uri
+            .get(to_uri)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.watches.get(id))
+    }
+
+    /// Folds one commit into the state. The server runs this live; the replay runs it offline.
+    pub fn apply(&mut self, c: &Commit) {
+        let body = &c.body;
+        let entry = AuditEntry::of(self, c);
+        if body.outcome == Outcome::Accepted {
+            for event in &body.events {
+                self.apply_event(body.at, body.meta.principal, event);
+            }
+        }
+        if let (Principal::Token(t), Some(key)) =
+            (body.meta.principal, body.meta.idempotency_key.as_ref())
+        {
+            let slot = (t, key.clone());
+            if !self.idempotency.contains_key(&slot) {
+                let result = self.reply_for(c);
+                self.idempotency.insert(
+                    slot,
+                    Remembered {
+                        fingerprint: body.meta.command.fingerprint(),
+                        result,
+                    },
+                );
+                self.idempotency_expiry.push_back((body.at, t, key.clone()));
+            }
+        }
+        while let Some((at, _, _)) = self.idempotency_expiry.front() {
+            if body.at - *at <= IDEMPOTENCY_TTL_MS {
+                break;
+            }
+            if let Some((_, t, key)) = self.idempotency_expiry.pop_front() {
+                self.idempotency.remove(&(t, key));
+            }
+        }
+        self.audit.push(entry);
+        self.head_seq = c.seq;
+        self.head_hash = c.hash;
+    }
+
+    fn apply_event(&mut self, at: Millis, by: Principal, event: &Event) {
+        match event {
+            Event::ProjectCreated { id, name } => {
+                self.projects.insert(
+                    id.clone(),
+                    Project {
+                        id: id.clone(),
+                        name: name.clone(),
+                        created_at: at,
+                        created_by: by,
+                    },
+                );
+            }
+            Event::TokenIssued {
+                id,
+                secret_hash,
+                kind,
+                description,
+                enabled_projects,
+                allow_trigger,
+                expires_at,
+            } => {
+                self.token_by_hash.insert(*secret_hash, *id);
+                self.tokens.insert(
+                    *id,
+                    Token {
+                        id: *id,
+                        secret_hash: *secret_hash,
+                        kind: *kind,
+                        description: description.clone(),
+                        enabled_projects: enabled_projects.clone(),
+                        allow_trigger: *allow_trigger,
+                        expires_at: *expires_at,
+                        created_at: at,
+                        created_by: by,
+                        revoked_at: None,
+                    },
+                );
+            }
+            Event::TokenRevoked { id } => {
+                if let Some(t) = self.tokens.get_mut(id) {
+                    t.revoked_at = Some(at);
+                }
+            }
+            Event::WatchCreated {
+                id,
+                project,
+                source,
+                to_uri,
+                watch_interval,
+                is_active,
+                reason,
+                instruction,
+                next_run_at,
+            } => {
+                self.watches_by_uri
+                    .entry(to_uri.clone())
+                    .or_default()
+                    .push(*id);
+                self.watches.insert(
+                    *id,
+                    Watch {
+                        id: *id,
+                        project: project.clone(),
+                        source: source.clone(),
+                        to_uri: to_uri.clone(),
+                        watch_interval: *watch_interval,
+                        is_active: *is_active,
+                        reason: reason.clone(),
+                        instruction: instruction.clone(),
+                        created_at: at,
+                        created_by: by,
+                        updated_at: at,
+                        next_run_at: *next_run_at,
+                        last_run: None,
+                        consecutive_failures: 0,
+                        fires: 0,
+                        version: 1,
+                    },
+                );
+            }
+            Event::WatchUpdated {
+                id,
+                watch_interval,
+                is_active,
+                reason,
+                instruction,
+                next_run_at,
+            } => {
+                if let Some(w) = self.watches.get_mut(id) {
+                    if let Some(v) = watch_interval {
+                        w.watch_interval = *v;
+                    }
+                    if let Some(v) = is_active {
+                        w.is_active = *v;
+                    }
+                    if let Some(v) = reason {
+                        w.reason = v.clone();
+                    }
+                    if let Some(v) = instruction {
+                        w.instruction = v.clone();
+                    }
+                    if let Some(v) = next_run_at {
+                        w.next_run_at = *v;
+                    }
+                    w.updated_at = at;
+                    w.version += 1;
+                }
+            }
+            Event::WatchDeleted { id, to_uri, .. } => {
+                self.watches.remove(id);
+                if let Some(ids) = self.watches_by_uri.get_mut(to_uri) {
+                    ids.retain(|x| x != id);
+                    if ids.is_empty() {
+                        self.watches_by_uri.remove(to_uri);
+                    }
+                }
+            }
+            Event::WatchFired { id, manual, missed } => {
+                if let Some(w) = self.watches.get_mut(id) {
+                    w.last_run = Some(super::LastRun {
+                        at,
+                        build_id: None,
+                        outcome: super::RunOutcome::Triggered,
+                        manual: *manual,
+                        missed: *missed,
+                    });
+                    w.fires += 1;
+                }
+            }
+        }
+    }
+
+    /// The answer for a commit, read from the state right after it was applied.
+    pub fn reply_for(&self, c: &Commit) -> Result<Reply, Rejection> {
+        if let Outcome::Rejected {
+            status,
+            code,
+            reason,
+            field,
+        } = &c.body.outcome
+        {
+            return Err(Rejection {
+                status: *status,
+                code: code.clone(),
+                reason: reason.clone(),
+                field: field.clone(),
+            });
+        }
+        let reply = match c.body.events.first() {
+            Some(Event::ProjectCreated { id, .. }) => {
+                self.projects.get(id).cloned().map(Reply::Project)
+            }
+            Some(Event::TokenIssued { id, .. }) => self.tokens.get(id).cloned().map(Reply::Token),
+            Some(Event::TokenRevoked { id }) => {
+                self.tokens.get(id).cloned().map(Reply::TokenRevoked)
+            }
+            Some(Event::WatchCreated { id, .. } | Event::WatchUpdated { id, .. }) => {
+                self.watches.get(id).cloned().map(Reply::Watch)
+            }
+            Some(Event::WatchDeleted { id, to_uri, .. }) => Some(Reply::WatchDeleted {
+                id: *id,
+                to_uri: to_uri.clone(),
+            }),
+            Some(Event::WatchFired { id, .. }) => {
+                self.watches.get(id).map(|w| Reply::WatchTriggered {
+                    id: *id,
+                    to_uri: w.to_uri.clone(),
+                })
+            }
+            None => None,
+        };
+        Ok(reply.unwrap_or(Reply::Nothing))
+    }
+}

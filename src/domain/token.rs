@@ -1,0 +1,128 @@
+//! Tokens: who may call reeve, on which plane, in which projects, and whether they may change
+//! anything. Only a SHA-256 of each secret is ever stored.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Ctx, Event, Millis, Principal, Rejection, State};
+use crate::log::Hash;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    Admin,
+    Api,
+    Mcp,
+    Runner,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Token {
+    pub id: Uuid,
+    pub secret_hash: Hash,
+    pub kind: TokenKind,
+    pub description: String,
+    /// Project → optional expiry for that project; empty means every project.
+    pub enabled_projects: BTreeMap<String, Option<Millis>>,
+    pub allow_trigger: bool,
+    pub expires_at: Option<Millis>,
+    pub created_at: Millis,
+    pub created_by: Principal,
+    pub revoked_at: Option<Millis>,
+}
+
+impl Token {
+    pub fn is_active(&self, at: Millis) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > at)
+    }
+}
+
+pub const MAX_DESCRIPTION_LEN: usize = 200;
+
+pub(super) struct Issue<'a> {
+    pub secret_hash: Hash,
+    pub kind: TokenKind,
+    pub description: &'a str,
+    pub enabled_projects: &'a BTreeMap<String, Option<Millis>>,
+    pub allow_trigger: bool,
+    pub expires_at: Option<Millis>,
+}
+
+pub(super) fn issue(state: &State, ctx: &Ctx, req: Issue<'_>) -> Result<Vec<Event>, Rejection> {
+    if req.description.chars().count() > MAX_DESCRIPTION_LEN {
+        return Err(Rejection::invalid(
+            "invalid_description",
+            "description",
+            format!("description must be at most {MAX_DESCRIPTION_LEN} characters"),
+        ));
+    }
+    if req.expires_at.is_some_and(|e| e <= ctx.at) {
+        return Err(Rejection::invalid(
+            "invalid_expires_at",
+            "expires_at",
+            "expires_at is in the past; give a future RFC 3339 time or leave it out",
+        ));
+    }
+    for (project, expiry) in req.enabled_projects {
+        if !state.projects.contains_key(project) {
+            return Err(Rejection::invalid(
+                "unknown_project",
+                "enabled_projects",
+                format!("project {project:?} does not exist; create it first (POST /api/v1/projects)"),
+            ));
+        }
+        if expiry.is_some_and(|e| e <= ctx.at) {
+            return Err(Rejection::invalid(
+                "invalid_expires_at",
+                "enabled_projects",
+                format!("the expiry for project {project:?} is in the past; give a future RFC 3339 time or null"),
+            ));
+        }
+    }
+    if state.token_by_secret_hash(&req.secret_hash).is_some() {
+        return Err(Rejection::new(
+            409,
+            "token_exists",
+            "a token with this secret already exists",
+        ));
+    }
+    Ok(vec![Event::TokenIssued {
+        id: ctx.new_id,
+        secret_hash: req.secret_hash,
+        kind: req.kind,
+        description: req.description.to_string(),
+        enabled_projects: req.enabled_projects.clone(),
+        allow_trigger: req.allow_trigger,
+        expires_at: req.expires_at,
+    }])
+}
+
+pub(super) fn revoke(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, Rejection> {
+    let token = state.tokens.get(&id).ok_or_else(|| {
+        Rejection::new(404, "token_not_found", format!("no token {id}; GET /api/v1/tokens lists them"))
+    })?;
+    if token.revoked_at.is_some() {
+        return Err(Rejection::new(
+            409,
+            "token_already_revoked",
+            format!("token {id} is already revoked"),
+        ));
+    }
+    if token.kind == TokenKind::Admin {
+        let other_admins = state
+            .tokens
+            .values()
+            .filter(|t| t.id != id && t.kind == TokenKind::Admin && t.is_active(ctx.at))
+            .count();
+        if other_admins == 0 {
+            return Err(Rejection::new(
+                409,
+                "last_admin_token",
+                "this is the last active admin token; issue another admin token before revoking it",
+            ));
+        }
+    }
+    Ok(vec![Event::TokenRevoked { id }])
+}

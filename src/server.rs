@@ -1,0 +1,229 @@
+//! Running the control plane: open the log, make sure an admin token exists, serve HTTP, and
+//! shut down cleanly (in-flight requests answered, queued commits written, log flushed).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::api::{self, AppState};
+use crate::auth;
+use crate::control::{Control, ControlError, Options, Submission};
+use crate::domain::{Command, Plane, Principal, Rules, TokenKind};
+use crate::log::SyncMode;
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub sync: SyncMode,
+    pub watch_interval_floor_secs: u64,
+    /// An admin secret to accept (`REEVE_ADMIN_TOKEN`); registered on start if it is new.
+    pub admin_token: Option<String>,
+}
+
+impl ServerConfig {
+    /// Loopback, an OS-chosen port, durable writes: what a test wants.
+    pub fn for_tests(data_dir: &Path) -> ServerConfig {
+        ServerConfig {
+            data_dir: data_dir.to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            sync: SyncMode::Durable,
+            watch_interval_floor_secs: 1,
+            admin_token: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not write the admin token to {path}: {source}")]
+    AdminTokenFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not create the admin token: {0}")]
+    Bootstrap(String),
+}
+
+pub struct Server;
+
+pub struct RunningServer {
+    addr: SocketAddr,
+    admin_token: Option<String>,
+    admin_token_path: Option<PathBuf>,
+    control: Arc<Control>,
+    stop: watch::Sender<bool>,
+    serving: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
+        let dir = cfg.data_dir.clone();
+        let options = Options {
+            sync: cfg.sync,
+            rules: Rules {
+                watch_interval_floor_secs: cfg.watch_interval_floor_secs,
+            },
+        };
+        let control = tokio::task::spawn_blocking(move || Control::open(&dir, options))
+            .await
+            .map_err(|e| ServerError::Bootstrap(e.to_string()))??;
+        let control = Arc::new(control);
+        let (admin_token, admin_token_path) =
+            bootstrap_admin(&control, &cfg.data_dir, cfg.admin_token.as_deref()).await?;
+
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let app = api::router(AppState {
+            control: control.clone(),
+        });
+        let (stop, mut stopped) = watch::channel(false);
+        let serving = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, data_dir = %cfg.data_dir.display(), sync = ?cfg.sync, "reeve is serving");
+        Ok(RunningServer {
+            addr,
+            admin_token,
+            admin_token_path,
+            control,
+            stop,
+            serving,
+        })
+    }
+}
+
+impl RunningServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin secret created at this start, if one was.
+    pub fn admin_token(&self) -> Option<String> {
+        self.admin_token.clone()
+    }
+
+    /// Where the admin secret created at this start was written, if one was.
+    pub fn admin_token_path(&self) -> Option<&Path> {
+        self.admin_token_path.as_deref()
+    }
+
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Stops accepting connections, answers what is in flight, writes what is queued, and
+    /// flushes the log.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        match self.serving.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "the HTTP server task failed"),
+        }
+        self.control.close().await;
+        tracing::info!("reeve stopped; the log is flushed");
+    }
+}
+
+/// On a fresh data dir, creates the first admin token (written to `<data-dir>/admin.token`,
+/// mode 0600, before it is registered so a crash cannot leave a token nobody holds). A secret
+/// from `REEVE_ADMIN_TOKEN` is registered instead, once.
+async fn bootstrap_admin(
+    control: &Control,
+    data_dir: &Path,
+    from_env: Option<&str>,
+) -> Result<(Option<String>, Option<PathBuf>), ServerError> {
+    let (secret, path) = match from_env {
+        Some(secret) => {
+            let known = control
+                .state()
+                .token_by_secret_hash(&auth::hash_secret(secret))
+                .is_some();
+            if known {
+                return Ok((None, None));
+            }
+            (secret.to_string(), None)
+        }
+        None => {
+            if !control.state().tokens.is_empty() {
+                return Ok((None, None));
+            }
+            let secret = auth::new_secret().map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+            let path = data_dir.join("admin.token");
+            write_secret_file(&path, &secret)?;
+            (secret, Some(path))
+        }
+    };
+    let submitted = control
+        .submit(Submission {
+            principal: Principal::System,
+            plane: Plane::System,
+            request_id: Uuid::now_v7().to_string(),
+            idempotency_key: None,
+            command: Command::IssueToken {
+                secret_hash: auth::hash_secret(&secret),
+                kind: TokenKind::Admin,
+                description: if path.is_some() {
+                    "bootstrap admin token (admin.token)".into()
+                } else {
+                    "REEVE_ADMIN_TOKEN".into()
+                },
+                enabled_projects: Default::default(),
+                allow_trigger: true,
+                expires_at: None,
+            },
+        })
+        .await?;
+    submitted
+        .result
+        .map_err(|r| ServerError::Bootstrap(format!("{}: {}", r.code, r.reason)))?;
+    Ok((Some(secret), path))
+}
+
+fn write_secret_file(path: &Path, secret: &str) -> Result<(), ServerError> {
+    let err = |source| ServerError::AdminTokenFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = path.with_extension("token.tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp).map_err(err)?;
+    f.write_all(secret.as_bytes()).map_err(err)?;
+    f.write_all(b"\n").map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    Ok(())
+}
