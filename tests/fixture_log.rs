@@ -118,7 +118,11 @@ fn write_fixture() {
         let control = Control::open(&dir, Options::default()).unwrap();
         let submit = |principal, key: Option<&str>, command| Submission {
             principal,
-            plane: if principal == Principal::System { Plane::System } else { Plane::Rest },
+            plane: if principal == Principal::System {
+                Plane::System
+            } else {
+                Plane::Rest
+            },
             request_id: "fixture".into(),
             idempotency_key: key.map(str::to_string),
             command,
@@ -132,16 +136,25 @@ fn write_fixture() {
             allow_trigger: true,
             expires_at: None,
         };
-        let admin = control.submit(submit(sys, None, issue(TokenKind::Admin, &[], 1))).await.unwrap();
+        let admin = control
+            .submit(submit(sys, None, issue(TokenKind::Admin, &[], 1)))
+            .await
+            .unwrap();
         let admin = match admin.result.unwrap() {
             reeve::domain::Reply::Token(t) => Principal::Token(t.id),
             other => panic!("{other:?}"),
         };
         for p in ["docs", "web"] {
-            let c = Command::CreateProject { id: p.into(), name: Some(format!("The {p} team")) };
+            let c = Command::CreateProject {
+                id: p.into(),
+                name: Some(format!("The {p} team")),
+            };
             control.submit(submit(admin, None, c)).await.unwrap();
         }
-        let api = control.submit(submit(admin, None, issue(TokenKind::Api, &["docs"], 2))).await.unwrap();
+        let api = control
+            .submit(submit(admin, None, issue(TokenKind::Api, &["docs"], 2)))
+            .await
+            .unwrap();
         let api_id = match api.result.unwrap() {
             reeve::domain::Reply::Token(t) => t.id,
             other => panic!("{other:?}"),
@@ -157,27 +170,84 @@ fn write_fixture() {
                 is_active: true,
             })
         };
-        let by_uri = |uri: &str| WatchKey { id: None, to_uri: Some(uri.into()), project: None };
+        let by_uri = |uri: &str| WatchKey {
+            id: None,
+            to_uri: Some(uri.into()),
+            project: None,
+        };
         let steps = vec![
-            submit(Principal::Token(api_id), Some("k1"), watch("docs", "viking://res/docs", 60.0)),
-            submit(Principal::Token(api_id), Some("k1"), watch("docs", "viking://res/docs", 60.0)),
+            submit(
+                Principal::Token(api_id),
+                Some("k1"),
+                watch("docs", "viking://res/docs", 60.0),
+            ),
+            submit(
+                Principal::Token(api_id),
+                Some("k1"),
+                watch("docs", "viking://res/docs", 60.0),
+            ),
             submit(admin, None, watch("web", "viking://res/docs", 15.0)),
             submit(admin, None, watch("web", "viking://res/site", 5.0)),
             submit(admin, None, watch("web", "viking://res/site", 5.0)),
             submit(admin, None, watch("web", "not a uri", 5.0)),
-            submit(admin, None, Command::UpdateWatch {
-                key: WatchKey { project: Some("web".into()), ..by_uri("viking://res/docs") },
-                if_match: Some(1),
-                patch: WatchPatch { is_active: Some(false), reason: Some(Some("paused by fixture".into())), ..Default::default() },
-            }),
-            submit(admin, None, Command::UpdateWatch {
-                key: by_uri("viking://res/site"),
-                if_match: None,
-                patch: WatchPatch { watch_interval: Some(30.0), instruction: Some(None), ..Default::default() },
-            }),
-            submit(admin, None, Command::TriggerWatch { key: WatchKey { project: Some("web".into()), ..by_uri("viking://res/docs") } }),
-            submit(admin, None, Command::DeleteWatch { key: by_uri("viking://res/site"), if_match: None }),
-            submit(admin, None, Command::Malformed { op: "create_watch".into(), admin_only: false, status: 400, code: "invalid_json".into(), detail: "fixture".into() }),
+            submit(
+                admin,
+                None,
+                Command::UpdateWatch {
+                    key: WatchKey {
+                        project: Some("web".into()),
+                        ..by_uri("viking://res/docs")
+                    },
+                    if_match: Some(1),
+                    patch: WatchPatch {
+                        is_active: Some(false),
+                        reason: Some(Some("paused by fixture".into())),
+                        ..Default::default()
+                    },
+                },
+            ),
+            submit(
+                admin,
+                None,
+                Command::UpdateWatch {
+                    key: by_uri("viking://res/site"),
+                    if_match: None,
+                    patch: WatchPatch {
+                        watch_interval: Some(30.0),
+                        instruction: Some(None),
+                        ..Default::default()
+                    },
+                },
+            ),
+            submit(
+                admin,
+                None,
+                Command::TriggerWatch {
+                    key: WatchKey {
+                        project: Some("web".into()),
+                        ..by_uri("viking://res/docs")
+                    },
+                },
+            ),
+            submit(
+                admin,
+                None,
+                Command::DeleteWatch {
+                    key: by_uri("viking://res/site"),
+                    if_match: None,
+                },
+            ),
+            submit(
+                admin,
+                None,
+                Command::Malformed {
+                    op: "create_watch".into(),
+                    admin_only: false,
+                    status: 400,
+                    code: "invalid_json".into(),
+                    detail: "fixture".into(),
+                },
+            ),
             submit(admin, None, Command::RevokeToken { id: api_id }),
         ];
         for s in steps {
@@ -198,5 +268,9 @@ fn write_fixture() {
     drop(store);
     let _ = std::fs::remove_file(dir.join("reeve.lock"));
     std::fs::write(fixture(RECORDS), records).unwrap();
-    std::fs::write(fixture(EXPECT), serde_json::to_vec_pretty(&summary(&state)).unwrap()).unwrap();
+    std::fs::write(
+        fixture(EXPECT),
+        serde_json::to_vec_pretty(&summary(&state)).unwrap(),
+    )
+    .unwrap();
 }
