@@ -43,7 +43,11 @@ fn unauthorized() -> Rejection {
 }
 
 /// The principal a secret stands for, if its token is live at `at`.
-pub fn authenticate(state: &State, secret: Option<&str>, at: Millis) -> Result<Principal, Rejection> {
+pub fn authenticate(
+    state: &State,
+    secret: Option<&str>,
+    at: Millis,
+) -> Result<Principal, Rejection> {
     let secret = secret.ok_or_else(unauthorized)?;
     let hash = hash_secret(secret);
     let token = state

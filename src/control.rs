@@ -58,7 +58,7 @@ pub struct Options {
 }
 
 enum Msg {
-    Submit(Submission, ReplyTo),
+    Submit(Box<Submission>, ReplyTo),
     Close,
 }
 
@@ -119,7 +119,7 @@ impl Control {
     pub async fn submit(&self, submission: Submission) -> Result<Submitted, ControlError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Submit(submission, tx))
+            .send(Msg::Submit(Box::new(submission), tx))
             .await
             .map_err(|_| ControlError::Closed)?;
         rx.await.map_err(|_| ControlError::Closed)?
@@ -190,7 +190,7 @@ impl Writer {
             for msg in batch {
                 match msg {
                     Msg::Close => closing = true,
-                    Msg::Submit(s, reply_to) => pending.push((self.process(s), reply_to)),
+                    Msg::Submit(s, reply_to) => pending.push((self.process(*s), reply_to)),
                 }
             }
             self.commit_group(pending);

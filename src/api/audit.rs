@@ -87,7 +87,8 @@ pub async fn list(
     headers: HeaderMap,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(q) = q.map_err(|e| invalid(format!("the query string is invalid: {}", e.body_text())))?;
+    let Query(q) =
+        q.map_err(|e| invalid(format!("the query string is invalid: {}", e.body_text())))?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
@@ -95,13 +96,23 @@ pub async fn list(
     let plane = q
         .plane
         .as_deref()
-        .map(|p| Plane::parse(p).ok_or_else(|| invalid(format!("unknown plane {p:?}; use rest, mcp, cli, scheduler, runner or system"))))
+        .map(|p| {
+            Plane::parse(p).ok_or_else(|| {
+                invalid(format!(
+                    "unknown plane {p:?}; use rest, mcp, cli, scheduler, runner or system"
+                ))
+            })
+        })
         .transpose()?;
     let accepted = match q.outcome.as_deref() {
         None => None,
         Some("accepted") => Some(true),
         Some("rejected") => Some(false),
-        Some(o) => return Err(invalid(format!("unknown outcome {o:?}; use accepted or rejected"))),
+        Some(o) => {
+            return Err(invalid(format!(
+                "unknown outcome {o:?}; use accepted or rejected"
+            )));
+        }
     };
     let principal = q.principal.as_deref().map(|p| {
         if p == "system" || p.starts_with("token:") {
@@ -113,12 +124,18 @@ pub async fn list(
     let since = q.since_seq.unwrap_or(0);
     let (picked, more): (Vec<AuditEntry>, bool) = admin_read(&app, &headers, |state, _| {
         // Every commit has exactly one entry and seqs start at 1, so entry i has seq i + 1.
-        let start = usize::try_from(since).unwrap_or(usize::MAX).min(state.audit.len());
+        let start = usize::try_from(since)
+            .unwrap_or(usize::MAX)
+            .min(state.audit.len());
         let mut matching = state.audit[start..].iter().filter(|e| {
-            q.project.as_ref().is_none_or(|p| e.project.as_ref() == Some(p))
+            q.project
+                .as_ref()
+                .is_none_or(|p| e.project.as_ref() == Some(p))
                 && plane.is_none_or(|p| p == e.plane)
                 && accepted.is_none_or(|a| a == e.accepted)
-                && principal.as_ref().is_none_or(|p| *p == e.principal.to_string())
+                && principal
+                    .as_ref()
+                    .is_none_or(|p| *p == e.principal.to_string())
         });
         let picked: Vec<AuditEntry> = matching.by_ref().take(limit).cloned().collect();
         let more = matching.next().is_some();
@@ -130,7 +147,9 @@ pub async fn list(
         let commit = store
             .get(e.seq)
             .map_err(|err| Problem::internal(format!("the log could not be read: {err}")))?
-            .ok_or_else(|| Problem::internal(format!("commit {} is missing from the log", e.seq)))?;
+            .ok_or_else(|| {
+                Problem::internal(format!("commit {} is missing from the log", e.seq))
+            })?;
         let body = &commit.body;
         let (outcome, status, code, reason) = match &body.outcome {
             Outcome::Accepted => ("accepted", None, None, None),
@@ -139,7 +158,12 @@ pub async fn list(
                 code,
                 reason,
                 ..
-            } => ("rejected", Some(*status), Some(code.clone()), Some(reason.clone())),
+            } => (
+                "rejected",
+                Some(*status),
+                Some(code.clone()),
+                Some(reason.clone()),
+            ),
         };
         entries.push(AuditView {
             seq: e.seq,
@@ -159,7 +183,11 @@ pub async fn list(
             hash: hex::encode(commit.hash),
         });
     }
-    let next_since = if more { picked.last().map(|e| e.seq) } else { None };
+    let next_since = if more {
+        picked.last().map(|e| e.seq)
+    } else {
+        None
+    };
     Ok(Json(AuditPage {
         entries,
         next_since,

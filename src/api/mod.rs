@@ -54,8 +54,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
-            Problem::internal("the server hit a bug while handling this request; it has been logged")
-                .into_response()
+            Problem::internal(
+                "the server hit a bug while handling this request; it has been logged",
+            )
+            .into_response()
         }))
         .with_state(state)
 }
@@ -98,7 +100,9 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
+        .is_some_and(|v| {
+            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
+        });
     if !sane && let Ok(v) = HeaderValue::from_str(&Uuid::now_v7().to_string()) {
         req.headers_mut().insert(REQUEST_ID, v);
     }

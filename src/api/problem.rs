@@ -66,7 +66,11 @@ impl From<Rejection> for Problem {
 impl From<ControlError> for Problem {
     fn from(e: ControlError) -> Problem {
         tracing::error!(error = %e, "command not recorded");
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
     }
 }
 

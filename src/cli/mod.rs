@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "reeve", version, about = "An event-sourced control plane for jobs and watches")]
+#[command(
+    name = "reeve",
+    version,
+    about = "An event-sourced control plane for jobs and watches"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Commands,

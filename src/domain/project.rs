@@ -25,7 +25,9 @@ pub(super) fn create(state: &State, id: &str, name: Option<&str>) -> Result<Vec<
         return Err(Rejection::invalid(
             "invalid_project_id",
             "id",
-            format!("project id {id:?} must be 1-63 characters of a-z, 0-9 and '-', e.g. \"web-team\""),
+            format!(
+                "project id {id:?} must be 1-63 characters of a-z, 0-9 and '-', e.g. \"web-team\""
+            ),
         ));
     }
     let name = name.unwrap_or(id);

@@ -70,14 +70,18 @@ pub(super) fn issue(state: &State, ctx: &Ctx, req: Issue<'_>) -> Result<Vec<Even
             return Err(Rejection::invalid(
                 "unknown_project",
                 "enabled_projects",
-                format!("project {project:?} does not exist; create it first (POST /api/v1/projects)"),
+                format!(
+                    "project {project:?} does not exist; create it first (POST /api/v1/projects)"
+                ),
             ));
         }
         if expiry.is_some_and(|e| e <= ctx.at) {
             return Err(Rejection::invalid(
                 "invalid_expires_at",
                 "enabled_projects",
-                format!("the expiry for project {project:?} is in the past; give a future RFC 3339 time or null"),
+                format!(
+                    "the expiry for project {project:?} is in the past; give a future RFC 3339 time or null"
+                ),
             ));
         }
     }
@@ -101,7 +105,11 @@ pub(super) fn issue(state: &State, ctx: &Ctx, req: Issue<'_>) -> Result<Vec<Even
 
 pub(super) fn revoke(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, Rejection> {
     let token = state.tokens.get(&id).ok_or_else(|| {
-        Rejection::new(404, "token_not_found", format!("no token {id}; GET /api/v1/tokens lists them"))
+        Rejection::new(
+            404,
+            "token_not_found",
+            format!("no token {id}; GET /api/v1/tokens lists them"),
+        )
     })?;
     if token.revoked_at.is_some() {
         return Err(Rejection::new(

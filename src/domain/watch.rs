@@ -112,7 +112,13 @@ fn interval_ms(minutes: f64) -> Millis {
 }
 
 pub fn validate_interval(minutes: f64, floor_secs: u64) -> Result<(), Rejection> {
-    let bad = |reason: String| Err(Rejection::invalid("invalid_interval", "watch_interval", reason));
+    let bad = |reason: String| {
+        Err(Rejection::invalid(
+            "invalid_interval",
+            "watch_interval",
+            reason,
+        ))
+    };
     if !minutes.is_finite() {
         return bad("watch_interval must be a finite number of minutes".into());
     }
@@ -189,12 +195,16 @@ impl State {
     /// Finds the one watch a key names among those the caller may see.
     pub fn resolve_watch(&self, caller: &Caller<'_>, key: &WatchKey) -> Result<&Watch, Rejection> {
         let in_scope = |w: &&Watch| {
-            caller.sees_project(&w.project)
-                && key.project.as_ref().is_none_or(|p| *p == w.project)
+            caller.sees_project(&w.project) && key.project.as_ref().is_none_or(|p| *p == w.project)
         };
         let by_id = key
             .id
-            .map(|id| self.watches.get(&id).filter(in_scope).ok_or_else(|| not_found(key)))
+            .map(|id| {
+                self.watches
+                    .get(&id)
+                    .filter(in_scope)
+                    .ok_or_else(|| not_found(key))
+            })
             .transpose()?;
         let by_uri = match &key.to_uri {
             None => None,
@@ -320,7 +330,11 @@ pub(super) fn update(
     if let Some(v) = patch.watch_interval {
         validate_interval(v, ctx.rules.watch_interval_floor_secs)?;
     }
-    validate_text("reason", patch.reason.as_ref().and_then(|r| r.as_deref()), MAX_REASON_LEN)?;
+    validate_text(
+        "reason",
+        patch.reason.as_ref().and_then(|r| r.as_deref()),
+        MAX_REASON_LEN,
+    )?;
     validate_text(
         "instruction",
         patch.instruction.as_ref().and_then(|r| r.as_deref()),

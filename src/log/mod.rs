@@ -93,7 +93,11 @@ pub enum LogError {
 
 impl Commit {
     /// Seals a body into the chain after `prev_hash`.
-    pub fn seal(seq: u64, prev_hash: Hash, body: CommitBody) -> Result<(Commit, Vec<u8>), LogError> {
+    pub fn seal(
+        seq: u64,
+        prev_hash: Hash,
+        body: CommitBody,
+    ) -> Result<(Commit, Vec<u8>), LogError> {
         let body_bytes =
             postcard::to_stdvec(&body).map_err(|source| LogError::Encode { seq, source })?;
         let hash = chain_hash(&prev_hash, seq, &body_bytes);
