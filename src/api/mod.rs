@@ -50,7 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi::serve))
         .fallback(route_not_found)
-        .layer(middleware::map_response(method_not_allowed_as_problem))
+        .layer(middleware::map_response(errors_as_problems))
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
@@ -76,21 +76,47 @@ async fn route_not_found() -> Problem {
     )
 }
 
-/// axum answers an undeclared method with an empty 405; give it a problem body, keeping `Allow`.
-async fn method_not_allowed_as_problem(resp: Response) -> Response {
-    if resp.status() != StatusCode::METHOD_NOT_ALLOWED
-        || resp.headers().contains_key(header::CONTENT_TYPE)
+/// axum and its extractors answer some refusals themselves, as plain text (an undeclared
+/// method, a path that is not UTF-8). Give every such answer a problem body, keeping its
+/// status and headers (`Allow` on a 405).
+async fn errors_as_problems(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(problem::CONTENT_TYPE.as_bytes()))
     {
         return resp;
     }
-    let allow = resp.headers().get(header::ALLOW).cloned();
-    let detail = "this route does not accept that method; the Allow header lists those it does";
-    let mut out =
-        Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", detail).into_response();
-    if let Some(allow) = allow {
-        out.headers_mut().insert(header::ALLOW, allow);
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let (code, detail) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this route does not accept that method; the Allow header lists those it does".into(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            format!("the body is larger than {BODY_LIMIT} bytes"),
+        ),
+        s if s.is_server_error() => (
+            "internal",
+            "the server could not answer this request".into(),
+        ),
+        _ if text.is_empty() => ("bad_request", "the request is malformed".into()),
+        _ => ("bad_request", text),
+    };
+    let problem = Problem::new(status, code, detail).into_response();
+    let (problem_parts, problem_body) = problem.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &problem_parts.headers {
+        parts.headers.insert(name, value.clone());
     }
-    out
+    Response::from_parts(parts, problem_body)
 }
 
 /// Every request carries an id, the caller's own if it sent a sane one, echoed in the answer
