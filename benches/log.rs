@@ -44,7 +44,10 @@ fn setup(rt: &tokio::runtime::Runtime, sync: SyncMode) -> (tempfile::TempDir, Ar
         .expect("open"),
     );
     rt.block_on(async {
-        control.submit(submission(create_project(0))).await.expect("project");
+        control
+            .submit(submission(create_project(0)))
+            .await
+            .expect("project");
         control
             .submit(submission(Command::CreateWatch(NewWatch {
                 project: "p0".into(),
@@ -77,7 +80,9 @@ fn append(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let mut group = c.benchmark_group("append/durable");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     for submitters in [1usize, 16, 64] {
         let (_dir, control) = setup(&rt, SyncMode::Durable);
         let per_iter = 64 * submitters.max(4);
@@ -144,7 +149,9 @@ fn replay(c: &mut Criterion) {
     let store = Store::open(dir.path(), SyncMode::Durable).expect("reopen");
     let n = store.len();
     let mut group = c.benchmark_group("replay");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(n as u64));
     group.bench_function(format!("{}k", n / 1000), |b| {
         b.iter(|| {

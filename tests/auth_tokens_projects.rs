@@ -32,15 +32,23 @@ fn project_ids(body: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Two problem bodies are "the same" when they differ at most in the ids they mention,
-/// so scope cannot be probed by comparing answers.
+/// Two problem bodies are "the same" when their details differ at most in the id they
+/// mention, so scope cannot be probed by comparing answers.
 #[track_caller]
 fn assert_same_problem(a: &Resp, a_id: &str, b: &Resp, b_id: &str) {
     assert_eq!(a.status, b.status, "{} vs {}", a.text, b.text);
     let norm = |r: &Resp, id: &str| -> Value {
-        serde_json::from_str(&r.text.replace(id, "<id>")).expect("problem json")
+        let mut v = r.body.clone();
+        if let Some(d) = v["detail"].as_str() {
+            v["detail"] = Value::String(d.replace(id, "<id>"));
+        }
+        v
     };
-    assert_eq!(norm(a, a_id), norm(b, b_id), "scoped vs missing bodies differ");
+    assert_eq!(
+        norm(a, a_id),
+        norm(b, b_id),
+        "scoped vs missing bodies differ"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +124,7 @@ async fn revoked_token_is_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_token_is_401() {
     let s = TestServer::start().await;
-    let expires = jiff::Timestamp::now() + secs(2);
+    let expires = jiff::Timestamp::now() + secs(3);
     let r = s
         .post(
             &s.admin,
@@ -220,7 +228,10 @@ async fn secret_is_shown_once_and_never_listed() {
     );
     let text = listed.to_string();
     assert!(!text.contains(&secret), "GET /tokens leaks a secret");
-    assert!(!text.contains(&s.admin), "GET /tokens leaks the admin secret");
+    assert!(
+        !text.contains(&s.admin),
+        "GET /tokens leaks the admin secret"
+    );
 
     let mine = listed["tokens"]
         .as_array()
@@ -230,7 +241,10 @@ async fn secret_is_shown_once_and_never_listed() {
         .expect("new token listed");
     let mut expected = created.clone();
     expected.as_object_mut().unwrap().remove("secret");
-    assert_eq!(mine, &expected, "listing renders the token as created, minus secret");
+    assert_eq!(
+        mine, &expected,
+        "listing renders the token as created, minus secret"
+    );
 
     s.get(&secret, "/watches").await.expect(200);
 }
@@ -258,9 +272,14 @@ async fn token_without_allow_trigger_reads_but_cannot_mutate() {
         s.patch(&ro, &by_uri, json!({"reason": "x"})).await,
         s.delete(&ro, &format!("/watches/{id}")).await,
         s.delete(&ro, &by_uri).await,
-        s.post(&ro, &format!("/watches/{id}/trigger"), json!({})).await,
-        s.post(&ro, &format!("/watches/trigger{}", qs(&[("to_uri", u)])), json!({}))
+        s.post(&ro, &format!("/watches/{id}/trigger"), json!({}))
             .await,
+        s.post(
+            &ro,
+            &format!("/watches/trigger{}", qs(&[("to_uri", u)])),
+            json!({}),
+        )
+        .await,
     ];
     for r in &refusals {
         assert_problem(r, 403, "trigger_not_allowed");
@@ -272,15 +291,15 @@ async fn token_without_allow_trigger_reads_but_cannot_mutate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn project_scope_hides_everything_outside_it() {
     let s = TestServer::start().await;
-    s.create_project(&s.admin, "a").await;
-    s.create_project(&s.admin, "b").await;
+    s.create_project(&s.admin, "alpha").await;
+    s.create_project(&s.admin, "bravo").await;
     let shared = "https://d.example.com/shared";
     let only_b = "https://d.example.com/only-b";
-    let wa = s.watch(&s.admin, "a", shared).await;
-    let wb_shared = s.watch(&s.admin, "b", shared).await;
-    let wb = s.watch(&s.admin, "b", only_b).await;
+    let wa = s.watch(&s.admin, "alpha", shared).await;
+    let wb_shared = s.watch(&s.admin, "bravo", shared).await;
+    let wb = s.watch(&s.admin, "bravo", only_b).await;
     let wb_id = str_field(&wb, "id");
-    let (_, tok) = s.create_token("api", json!({"a": null}), true).await;
+    let (_, tok) = s.create_token("api", json!({"alpha": null}), true).await;
     let snapshot = s.all_watches(&s.admin).await;
     assert_eq!(snapshot.len(), 3);
 
@@ -318,7 +337,7 @@ async fn project_scope_hides_everything_outside_it() {
         .await;
     assert_problem(&r, 404, "watch_not_found");
 
-    // The shared to_uri is unambiguous for a token that only sees project a.
+    // The shared to_uri is unambiguous for a token that only sees alpha.
     let r = s
         .get(&tok, &format!("/watches{}", qs(&[("to_uri", shared)])))
         .await;
@@ -326,7 +345,10 @@ async fn project_scope_hides_everything_outside_it() {
     let r = s
         .get(
             &tok,
-            &format!("/watches{}", qs(&[("to_uri", shared), ("project", "b")])),
+            &format!(
+                "/watches{}",
+                qs(&[("to_uri", shared), ("project", "bravo")])
+            ),
         )
         .await;
     assert!(
@@ -339,37 +361,44 @@ async fn project_scope_hides_everything_outside_it() {
     let listed = s.list(&tok, "").await;
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["watches"], json!([wa]));
-    let scoped = s.get(&tok, "/watches?project=b").await;
-    let nowhere = s.get(&tok, "/watches?project=zzz").await;
-    assert_eq!(scoped.status, nowhere.status);
-    assert_eq!(scoped.body["code"], nowhere.body["code"]);
-    assert!(
-        scoped.status == 404 || scoped.body["total"] == 0,
-        "listing project b through an a-only token: {}",
-        scoped.text
-    );
+    let scoped = s.get(&tok, "/watches?project=bravo").await;
+    let nowhere = s.get(&tok, "/watches?project=zulu").await;
+    if scoped.status == 404 {
+        assert_same_problem(&scoped, "bravo", &nowhere, "zulu");
+    } else {
+        assert_eq!(
+            (scoped.status, &scoped.body),
+            (nowhere.status, &nowhere.body),
+            "listing an out-of-scope project must look like listing a missing one"
+        );
+        assert_eq!(scoped.body["total"], 0, "{}", scoped.text);
+    }
 
     let mine = s.get(&tok, "/projects").await;
-    assert_eq!(project_ids(mine.expect(200)), vec!["a".to_string()]);
-    s.get(&tok, "/projects/a").await.expect(200);
-    let hidden = s.get(&tok, "/projects/b").await;
-    let absent = s.get(&tok, "/projects/zzz").await;
+    assert_eq!(project_ids(mine.expect(200)), vec!["alpha".to_string()]);
+    s.get(&tok, "/projects/alpha").await.expect(200);
+    let hidden = s.get(&tok, "/projects/bravo").await;
+    let absent = s.get(&tok, "/projects/zulu").await;
     assert_problem(&hidden, 404, "project_not_found");
-    assert_same_problem(&hidden, "b", &absent, "zzz");
+    assert_same_problem(&hidden, "bravo", &absent, "zulu");
 
     let r = s
-        .create_watch(&tok, watch_body("b", "https://d.example.com/sneak"))
+        .create_watch(&tok, watch_body("bravo", "https://d.example.com/sneak"))
         .await;
     assert_problem(&r, 404, "project_not_found");
 
-    assert_eq!(s.all_watches(&s.admin).await, snapshot, "scope refusals changed state");
+    assert_eq!(
+        s.all_watches(&s.admin).await,
+        snapshot,
+        "scope refusals changed state"
+    );
     assert_eq!(s.watch_now(&wb_id).await, wb);
     assert_eq!(s.watch_now(&str_field(&wb_shared, "id")).await, wb_shared);
 
     let r = s
-        .create_watch(&tok, watch_body("a", "https://d.example.com/mine"))
+        .create_watch(&tok, watch_body("alpha", "https://d.example.com/mine"))
         .await;
-    assert_eq!(r.expect(201)["project"], "a");
+    assert_eq!(r.expect(201)["project"], "alpha");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,7 +471,11 @@ async fn token_creation_validates_expiry_and_projects() {
         .await;
     assert_problem(&r, 422, "invalid_body");
 
-    assert_eq!(tokens(&s).await, before, "refused token creations left a token");
+    assert_eq!(
+        tokens(&s).await,
+        before,
+        "refused token creations left a token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,7 +485,7 @@ async fn per_project_expiry_lapses_only_that_project() {
     s.create_project(&s.admin, "b").await;
     let wa = s.watch(&s.admin, "a", "https://d.example.com/a").await;
     let wb = s.watch(&s.admin, "b", "https://d.example.com/b").await;
-    let soon = rfc3339(jiff::Timestamp::now() + secs(2));
+    let soon = rfc3339(jiff::Timestamp::now() + secs(3));
     let r = s
         .post(
             &s.admin,
@@ -476,7 +509,10 @@ async fn per_project_expiry_lapses_only_that_project() {
     .expect("project a still visible long after its expiry");
     assert_problem(&lapsed, 404, "watch_not_found");
 
-    assert_eq!(s.get_watch(&tok, &str_field(&wb, "id")).await.expect(200), &wb);
+    assert_eq!(
+        s.get_watch(&tok, &str_field(&wb, "id")).await.expect(200),
+        &wb
+    );
     let listed = s.list(&tok, "").await;
     assert_eq!(listed["watches"], json!([wb]));
     let ps = s.get(&tok, "/projects").await;
@@ -501,7 +537,8 @@ async fn mcp_tokens_are_refused_on_rest() {
         s.patch(&mcp, &format!("/watches/{id}"), json!({"reason": "x"}))
             .await,
         s.delete(&mcp, &format!("/watches/{id}")).await,
-        s.post(&mcp, &format!("/watches/{id}/trigger"), json!({})).await,
+        s.post(&mcp, &format!("/watches/{id}/trigger"), json!({}))
+            .await,
     ];
     for r in &refusals {
         assert_problem(r, 403, "mcp_token_not_allowed");
@@ -545,14 +582,15 @@ async fn runner_tokens_are_refused_on_control_routes() {
 async fn projects_are_created_listed_and_validated() {
     let s = TestServer::start().await;
     let r = s
-        .post(&s.admin, "/projects", json!({"id": "alpha", "name": "Alpha"}))
+        .post(
+            &s.admin,
+            "/projects",
+            json!({"id": "alpha", "name": "Alpha"}),
+        )
         .await;
     let alpha = r.expect(201).clone();
     let loc = r.header("location").expect("Location header");
-    assert!(
-        loc.ends_with("/api/v1/projects/alpha"),
-        "Location {loc:?}"
-    );
+    assert!(loc.ends_with("/api/v1/projects/alpha"), "Location {loc:?}");
     assert_eq!(alpha["id"], "alpha");
     assert_eq!(alpha["name"], "Alpha");
     ts(&alpha["created_at"]);
@@ -561,13 +599,26 @@ async fn projects_are_created_listed_and_validated() {
 
     let before = projects(&s).await;
     let r = s
-        .post(&s.admin, "/projects", json!({"id": "alpha", "name": "Other"}))
+        .post(
+            &s.admin,
+            "/projects",
+            json!({"id": "alpha", "name": "Other"}),
+        )
         .await;
     assert_problem(&r, 409, "project_exists");
     assert_eq!(projects(&s).await, before);
 
     let too_long = "a".repeat(64);
-    for bad in ["Upper", "", too_long.as_str(), "a_b", "a b", "a.b", "é", "a/b"] {
+    for bad in [
+        "Upper",
+        "",
+        too_long.as_str(),
+        "a_b",
+        "a b",
+        "a.b",
+        "é",
+        "a/b",
+    ] {
         let r = s.post(&s.admin, "/projects", json!({"id": bad})).await;
         assert_problem(&r, 422, "invalid_project_id");
     }
@@ -575,7 +626,11 @@ async fn projects_are_created_listed_and_validated() {
         .post(&s.admin, "/projects", json!({"id": "x", "owner": "me"}))
         .await;
     assert_problem(&r, 422, "invalid_body");
-    assert_eq!(projects(&s).await, before, "invalid project ids were stored");
+    assert_eq!(
+        projects(&s).await,
+        before,
+        "invalid project ids were stored"
+    );
 
     let longest = "b".repeat(63);
     s.create_project(&s.admin, &longest).await;
@@ -601,7 +656,7 @@ async fn the_last_admin_token_cannot_be_revoked() {
     assert_problem(&r, 409, "last_admin_token");
     s.get(&s.admin, "/tokens").await.expect(200);
 
-    let (second, second_secret) = s.create_token("admin", json!({}), false).await;
+    let (second, second_secret) = s.create_token("admin", json!({}), true).await;
     let r = s.delete(&second_secret, &format!("/tokens/{first}")).await;
     assert_eq!(r.expect(200)["revoked"], true);
     assert_unauthorized(&s.get(&s.admin, "/tokens").await);

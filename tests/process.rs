@@ -54,7 +54,11 @@ fn command(dir: &Path) -> Command {
 /// Drains stdout into a channel (line by line) and stderr into a buffer, so the
 /// child never blocks on a full pipe.
 fn spawn(dir: &Path) -> (Child, Receiver<String>, Arc<Mutex<String>>) {
-    let mut child = command(dir).spawn().expect("spawning reeve");
+    spawn_cmd(command(dir))
+}
+
+fn spawn_cmd(mut cmd: Command) -> (Child, Receiver<String>, Arc<Mutex<String>>) {
+    let mut child = cmd.spawn().expect("spawning reeve");
     let stdout = child.stdout.take().unwrap();
     let mut stderr_pipe = child.stderr.take().unwrap();
     let (tx, rx) = channel();
@@ -85,7 +89,11 @@ fn spawn(dir: &Path) -> (Child, Receiver<String>, Arc<Mutex<String>>) {
 
 impl Proc {
     fn start(dir: &Path) -> Proc {
-        let (child, lines, stderr) = spawn(dir);
+        Self::start_cmd(command(dir))
+    }
+
+    fn start_cmd(cmd: Command) -> Proc {
+        let (child, lines, stderr) = spawn_cmd(cmd);
         let mut p = Proc {
             child,
             lines,
@@ -107,7 +115,10 @@ impl Proc {
             .trim()
             .trim_end_matches('/')
             .to_string();
-        assert!(base.starts_with("http://127.0.0.1:"), "listening line {line:?}");
+        assert!(
+            base.starts_with("http://127.0.0.1:"),
+            "listening line {line:?}"
+        );
         p.base = base;
         p
     }
@@ -152,8 +163,12 @@ impl Proc {
     /// Sends `sig` and waits for the exit status.
     fn stop_with(&mut self, sig: libc::c_int) -> ExitStatus {
         self.signal(sig);
-        wait_exit(&mut self.child, EXIT)
-            .unwrap_or_else(|| panic!("reeve did not exit after signal {sig}; stderr {}", self.stderr()))
+        wait_exit(&mut self.child, EXIT).unwrap_or_else(|| {
+            panic!(
+                "reeve did not exit after signal {sig}; stderr {}",
+                self.stderr()
+            )
+        })
     }
 
     #[track_caller]
@@ -199,7 +214,12 @@ async fn state_survives_sigterm_and_restart() {
     let mut first = Proc::start(dir.path());
     first
         .wait_line(STARTUP, |l| l.starts_with("admin token written to"))
-        .unwrap_or_else(|| panic!("first start must announce the admin token file; stdout {:?}", first.seen));
+        .unwrap_or_else(|| {
+            panic!(
+                "first start must announce the admin token file; stdout {:?}",
+                first.seen
+            )
+        });
     let api = first.api(dir.path());
     let secret = api.admin.clone();
 
@@ -218,9 +238,13 @@ async fn state_survives_sigterm_and_restart() {
     )
     .await
     .expect(200);
-    api.post(&api.admin, &format!("/watches/{}/trigger", ids[2]), json!({}))
-        .await
-        .expect(202);
+    api.post(
+        &api.admin,
+        &format!("/watches/{}/trigger", ids[2]),
+        json!({}),
+    )
+    .await
+    .expect(202);
     api.delete(&api.admin, &format!("/watches/{}", ids[3]))
         .await
         .expect(200);
@@ -260,7 +284,8 @@ async fn state_survives_sigterm_and_restart() {
     let last = before["audit"].as_array().unwrap().last().unwrap()["seq"]
         .as_u64()
         .unwrap();
-    api.watch(&api.admin, "p", "https://d.example.com/after").await;
+    api.watch(&api.admin, "p", "https://d.example.com/after")
+        .await;
     let new = api.audit_entries(last).await;
     assert_eq!(new.len(), 1, "one entry after restart: {new:?}");
     assert_eq!(new[0]["seq"], last + 1);
@@ -273,7 +298,11 @@ async fn sigint_is_a_clean_shutdown() {
     let api = p.api(dir.path());
     api.create_project(&api.admin, "p").await;
     let status = p.stop_with(libc::SIGINT);
-    assert!(status.success(), "SIGINT exit {status:?}; stderr {}", p.stderr());
+    assert!(
+        status.success(),
+        "SIGINT exit {status:?}; stderr {}",
+        p.stderr()
+    );
 
     let p = Proc::start(dir.path());
     let api = p.api(dir.path());
@@ -309,7 +338,10 @@ async fn a_second_process_on_the_same_dir_is_refused() {
             stderr.lock().unwrap()
         )
     });
-    assert!(text.contains("in use"), "stderr must say \"in use\": {text}");
+    assert!(
+        text.contains("in use"),
+        "stderr must say \"in use\": {text}"
+    );
 
     // The first process is unaffected.
     api.get(&api.admin, "/projects/p").await.expect(200);
@@ -377,7 +409,11 @@ async fn every_acknowledged_write_of_a_burst_survives_restart() {
         .map(|w| str_field(w, "id"))
         .collect();
     let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(lost.is_empty(), "{} acknowledged watches lost: {lost:?}", lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged watches lost: {lost:?}",
+        lost.len()
+    );
     assert_eq!(stored.len(), TOTAL);
 
     let creates = api
@@ -386,7 +422,10 @@ async fn every_acknowledged_write_of_a_burst_survives_restart() {
         .into_iter()
         .filter(|e| e["outcome"] == "accepted" && e["command"].get("create_watch").is_some())
         .count();
-    assert_eq!(creates, TOTAL, "one accepted audit entry per acknowledged create");
+    assert_eq!(
+        creates, TOTAL,
+        "one accepted audit entry per acknowledged create"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,8 +452,37 @@ async fn in_process_restart_keeps_state_and_the_lock() {
 
     let before = observe(&s.api).await;
     let s = s.restart().await;
-    assert!(!s.admin_was_created, "a restart must not mint a new admin token");
+    assert!(
+        !s.admin_was_created,
+        "a restart must not mint a new admin token"
+    );
     let after = observe(&s.api).await;
     assert_eq!(after, before);
     s.get(&s.admin, "/healthz").await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_and_floor_flag_configure_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_reeve"));
+    cmd.arg("serve")
+        .arg("--watch-interval-floor-secs")
+        .arg("120")
+        .env("REEVE_DATA_DIR", dir.path())
+        .env("REEVE_LISTEN", "127.0.0.1:0")
+        .env_remove("REEVE_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut p = Proc::start_cmd(cmd);
+    let api = p.api(dir.path());
+    api.create_project(&api.admin, "p").await;
+
+    let mut body = watch_body("p", "https://d.example.com/floor");
+    body["watch_interval"] = json!(1);
+    let r = api.create_watch(&api.admin, body.clone()).await;
+    assert_field_problem(&r, "invalid_interval", "watch_interval");
+    body["watch_interval"] = json!(2);
+    api.create_watch(&api.admin, body).await.expect(201);
+    p.terminate();
 }

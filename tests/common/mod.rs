@@ -54,7 +54,10 @@ impl Resp {
 }
 
 pub async fn fetch(rb: RequestBuilder) -> Resp {
-    let resp = rb.send().await.expect("request failed at the transport level");
+    let resp = rb
+        .send()
+        .await
+        .expect("request failed at the transport level");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let text = resp.text().await.expect("reading response body");
@@ -91,8 +94,18 @@ pub fn assert_problem<'a>(resp: &'a Resp, status: u16, code: &str) -> &'a Value 
         resp.text
     );
     let b = &resp.body;
-    assert_eq!(b["code"], json!(code), "wrong problem code; body {}", resp.text);
-    assert_eq!(b["status"], json!(status), "problem status field; body {}", resp.text);
+    assert_eq!(
+        b["code"],
+        json!(code),
+        "wrong problem code; body {}",
+        resp.text
+    );
+    assert_eq!(
+        b["status"],
+        json!(status),
+        "problem status field; body {}",
+        resp.text
+    );
     for key in ["type", "title", "detail"] {
         assert!(
             b[key].is_string(),
@@ -107,7 +120,12 @@ pub fn assert_problem<'a>(resp: &'a Resp, status: u16, code: &str) -> &'a Value 
 #[track_caller]
 pub fn assert_field_problem(resp: &Resp, code: &str, field: &str) {
     let b = assert_problem(resp, 422, code);
-    assert_eq!(b["field"], json!(field), "problem field; body {}", resp.text);
+    assert_eq!(
+        b["field"],
+        json!(field),
+        "problem field; body {}",
+        resp.text
+    );
 }
 
 #[track_caller]
@@ -126,7 +144,10 @@ pub fn ts(v: &Value) -> jiff::Timestamp {
     let s = v
         .as_str()
         .unwrap_or_else(|| panic!("expected a timestamp string, got {v}"));
-    assert!(s.ends_with('Z'), "timestamp {s:?} is not UTC with a Z suffix");
+    assert!(
+        s.ends_with('Z'),
+        "timestamp {s:?} is not UTC with a Z suffix"
+    );
     s.parse::<jiff::Timestamp>()
         .unwrap_or_else(|e| panic!("timestamp {s:?} is not RFC 3339: {e}"))
 }
@@ -282,7 +303,11 @@ impl Api {
     /// Creates a watch with default fields and insists it worked.
     pub async fn watch(&self, token: &str, project: &str, to_uri: &str) -> Value {
         let r = self.create_watch(token, watch_body(project, to_uri)).await;
-        assert_eq!(r.status, 201, "create watch {to_uri} in {project}: {}", r.text);
+        assert_eq!(
+            r.status, 201,
+            "create watch {to_uri} in {project}: {}",
+            r.text
+        );
         r.body
     }
 
@@ -313,7 +338,13 @@ impl Api {
                 None => "?limit=500".to_string(),
             };
             let page = self.list(token, &q).await;
-            out.extend(page["watches"].as_array().expect("watches array").iter().cloned());
+            out.extend(
+                page["watches"]
+                    .as_array()
+                    .expect("watches array")
+                    .iter()
+                    .cloned(),
+            );
             match page["next_cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_string()),
                 None => return out,
@@ -435,6 +466,8 @@ impl TestServer {
         };
         let shutdown: Shutdown = Box::new(move || {
             Box::pin(async move {
+                // `shutdown()` may return `()` or a `Result`; `settled` handles both.
+                #[allow(clippy::unit_arg)]
                 server.shutdown().await.settled();
             })
         });
@@ -462,7 +495,10 @@ impl TestServer {
     pub async fn restart(mut self) -> TestServer {
         self.shutdown().await;
         let TestServer {
-            api, dir, configure, ..
+            api,
+            dir,
+            configure,
+            ..
         } = self;
         Self::boot(dir, configure, Some(api.admin)).await
     }
