@@ -129,7 +129,7 @@ fn replay(c: &mut Criterion) {
         for t in 0..8 {
             let control = control.clone();
             tasks.push(tokio::spawn(async move {
-                for i in 0..(COMMITS - 2) / 8 {
+                for i in 0..COMMITS / 8 {
                     // A mix of accepted (triggers, new projects) and refused commands.
                     let cmd = match i % 4 {
                         0 => create_project(1 + t * COMMITS + i),
