@@ -1,7 +1,8 @@
 //! Event log benchmarks.
 //!
 //! - `append/durable/N`: commands per second through `Control::submit` with N concurrent
-//!   submitters, each acknowledged only after its group commit was fdatasync'ed.
+//!   submitters, each acknowledged only after its group commit was fdatasync'ed;
+//!   `append/batch/1` and `append/interval/1` show what that durability costs.
 //! - `replay/100k`: folding a 100,000-commit log from disk into a fresh state (decode, verify
 //!   the chain, apply).
 
@@ -79,15 +80,25 @@ fn append(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut group = c.benchmark_group("append/durable");
+    let cases = [
+        (SyncMode::Durable, 1usize),
+        (SyncMode::Durable, 16),
+        (SyncMode::Durable, 64),
+        // What durability costs: the same single submitter without fdatasync, and without
+        // any flush on the write path.
+        (SyncMode::Batch, 1),
+        (SyncMode::Interval, 1),
+    ];
+    let mut group = c.benchmark_group("append");
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(8));
-    for submitters in [1usize, 16, 64] {
-        let (_dir, control) = setup(&rt, SyncMode::Durable);
+    for (sync, submitters) in cases {
+        let (_dir, control) = setup(&rt, sync);
         let per_iter = 64 * submitters.max(4);
         group.throughput(Throughput::Elements(per_iter as u64));
-        group.bench_function(format!("{submitters}"), |b| {
+        let name = format!("{sync:?}/{submitters}").to_lowercase();
+        group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {

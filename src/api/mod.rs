@@ -21,6 +21,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
 pub use problem::Problem;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::serve))
         .fallback(route_not_found)
         .layer(middleware::map_response(errors_as_problems))
+        .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
