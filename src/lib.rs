@@ -12,6 +12,49 @@
 //! - [`api`]: the REST surface (`/api/v1`), problem+json errors, the OpenAPI document.
 //! - [`server`]: configuration, bootstrap (the first admin token), serve, graceful shutdown.
 //! - [`cli`]: the `reeve` command line.
+//!
+//! # Example
+//!
+//! The front doors (REST, and later MCP, the scheduler and runners) all come down to this:
+//! submit a command, get an answer once its commit is durable, read the projection.
+//!
+//! ```
+//! use reeve::control::{Control, Options, Submission};
+//! use reeve::domain::{Command, Plane, Principal, Reply};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let control = Control::open(dir.path(), Options::default())?;
+//! let submitted = control
+//!     .submit(Submission {
+//!         principal: Principal::System,
+//!         plane: Plane::System,
+//!         request_id: "example".into(),
+//!         idempotency_key: None,
+//!         command: Command::CreateProject { id: "docs".into(), name: None },
+//!     })
+//!     .await?;
+//! assert_eq!(submitted.seq, Some(1));
+//! assert!(matches!(submitted.result, Ok(Reply::Project(_))));
+//! assert!(control.state().projects.contains_key("docs"));
+//!
+//! // A refusal is a commit too, with its reason.
+//! let again = control
+//!     .submit(Submission {
+//!         principal: Principal::System,
+//!         plane: Plane::System,
+//!         request_id: "example".into(),
+//!         idempotency_key: None,
+//!         command: Command::CreateProject { id: "docs".into(), name: None },
+//!     })
+//!     .await?;
+//! assert_eq!(again.seq, Some(2));
+//! assert_eq!(again.result.unwrap_err().code, "project_exists");
+//! control.close().await;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod api;
 pub mod auth;
