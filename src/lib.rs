@@ -9,6 +9,7 @@
 //! - [`domain`]: the pure core — commands, events, `decide`, `apply`. No I/O, no clock.
 //! - [`control`]: the single writer: decide, group-commit, apply, answer.
 //! - [`auth`]: token secrets and how a bearer token becomes a principal.
+//! - [`limits`]: rate limits per token and bucket.
 //! - [`api`]: the REST surface (`/api/v1`), problem+json errors, the OpenAPI document.
 //! - [`server`]: configuration, bootstrap (the first admin token), serve, graceful shutdown.
 //! - [`cli`]: the `reeve` command line.
@@ -61,5 +62,6 @@ pub mod auth;
 pub mod cli;
 pub mod control;
 pub mod domain;
+pub mod limits;
 pub mod log;
 pub mod server;

@@ -14,6 +14,7 @@ use crate::api::{self, AppState};
 use crate::auth;
 use crate::control::{Control, ControlError, Options, Submission};
 use crate::domain::{Command, Plane, Principal, Rules, TokenKind};
+use crate::limits::{Limits, RateLimits};
 use crate::log::SyncMode;
 
 #[derive(Clone, Debug)]
@@ -24,6 +25,26 @@ pub struct ServerConfig {
     pub watch_interval_floor_secs: u64,
     /// An admin secret to accept (`REEVE_ADMIN_TOKEN`); registered on start if it is new.
     pub admin_token: Option<String>,
+    /// How long a claimed job's lease lasts without a heartbeat.
+    pub lease_secs: u64,
+    /// The most jobs one pipeline may have.
+    pub max_jobs: usize,
+    pub mcp_trigger_per_min: u32,
+    pub mcp_read_per_min: u32,
+    pub trigger_per_min: u32,
+    pub read_per_min: u32,
+}
+
+impl ServerConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            mcp_trigger_per_min: self.mcp_trigger_per_min,
+            mcp_read_per_min: self.mcp_read_per_min,
+            trigger_per_min: self.trigger_per_min,
+            read_per_min: self.read_per_min,
+            ..Limits::default()
+        }
+    }
 }
 
 impl ServerConfig {
@@ -35,6 +56,12 @@ impl ServerConfig {
             sync: SyncMode::Durable,
             watch_interval_floor_secs: 1,
             admin_token: None,
+            lease_secs: 60,
+            max_jobs: 300,
+            mcp_trigger_per_min: Limits::default().mcp_trigger_per_min,
+            mcp_read_per_min: Limits::default().mcp_read_per_min,
+            trigger_per_min: Limits::default().trigger_per_min,
+            read_per_min: Limits::default().read_per_min,
         }
     }
 }
@@ -77,6 +104,8 @@ impl Server {
             sync: cfg.sync,
             rules: Rules {
                 watch_interval_floor_secs: cfg.watch_interval_floor_secs,
+                max_jobs: cfg.max_jobs,
+                lease_secs: cfg.lease_secs,
             },
         };
         let control = tokio::task::spawn_blocking(move || Control::open(&dir, options))
@@ -98,6 +127,7 @@ impl Server {
         })?;
         let app = api::router(AppState {
             control: control.clone(),
+            limits: Arc::new(RateLimits::new(cfg.limits())),
         });
         let (stop, mut stopped) = watch::channel(false);
         let serving = tokio::spawn(async move {

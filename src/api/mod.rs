@@ -28,6 +28,7 @@ pub use problem::Problem;
 
 use crate::control::{Control, Submission};
 use crate::domain::{Caller, Command, Millis, Plane, Principal, Reply, State};
+use crate::limits::{Bucket, Quotum, RateLimits};
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -36,6 +37,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone)]
 pub struct AppState {
     pub control: Arc<Control>,
+    pub limits: Arc<RateLimits>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -189,7 +191,44 @@ pub fn read<T>(
     let principal = authenticate(&state, headers)?;
     let caller = state.caller(principal, now_ms())?;
     state.admit(&caller, Plane::Rest)?;
+    let kind = caller.token.map(|t| t.kind);
+    app.limits
+        .check(principal, kind, Bucket::Read)
+        .map_err(rate_limited)?;
     read(&state, &caller)
+}
+
+/// The 429 for an exhausted bucket, with the headers that tell a client when to come back.
+pub fn rate_limited(q: Quotum) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "this token may make {} such requests a minute; retry in {} s",
+            q.limit, q.reset_secs
+        ),
+    );
+    p.headers = quota_headers(q);
+    p.headers
+        .push((header::RETRY_AFTER, HeaderValue::from(q.reset_secs.max(1))));
+    p
+}
+
+fn quota_headers(q: Quotum) -> Vec<(HeaderName, HeaderValue)> {
+    vec![
+        (
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderValue::from(q.limit),
+        ),
+        (
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderValue::from(q.remaining),
+        ),
+        (
+            HeaderName::from_static("ratelimit-reset"),
+            HeaderValue::from(q.reset_secs),
+        ),
+    ]
 }
 
 /// A read that only admins may make.
@@ -227,7 +266,35 @@ pub async fn mutate(
     admin_only: bool,
     command: Result<Command, Problem>,
 ) -> Result<Done, Problem> {
-    let principal = authenticate(&app.control.state(), headers)?;
+    submit_on(app, headers, Plane::Rest, op, admin_only, command).await
+}
+
+/// [`mutate`] through a given door: the plane decides which tokens are admitted and which
+/// bucket the request spends.
+pub async fn submit_on(
+    app: &AppState,
+    headers: &HeaderMap,
+    plane: Plane,
+    op: &str,
+    admin_only: bool,
+    command: Result<Command, Problem>,
+) -> Result<Done, Problem> {
+    let (principal, kind) = {
+        let state = app.control.state();
+        let principal = authenticate(&state, headers)?;
+        let kind = state.caller(principal, now_ms())?.token.map(|t| t.kind);
+        (principal, kind)
+    };
+    let bucket = if plane == Plane::Runner {
+        Bucket::Default
+    } else {
+        Bucket::Trigger
+    };
+    let limited = app.limits.check(principal, kind, bucket).err();
+    let command = match limited {
+        Some(q) => Err(rate_limited(q)),
+        None => command,
+    };
     let idempotency_key = idempotency_key(headers);
     let command = match (command.as_ref(), idempotency_key.as_ref()) {
         (_, Err(p)) | (Err(p), _) => Command::Malformed {
@@ -248,13 +315,22 @@ pub async fn mutate(
         .control
         .submit(Submission {
             principal,
-            plane: Plane::Rest,
+            plane,
             request_id,
             idempotency_key: idempotency_key.ok().flatten(),
             command,
         })
         .await?;
-    let reply = submitted.result?;
+    let reply = submitted.result.map_err(|r| {
+        let mut p = Problem::from(r);
+        if let (Some(q), StatusCode::TOO_MANY_REQUESTS) = (limited, p.status) {
+            p = Problem {
+                detail: p.detail,
+                ..rate_limited(q)
+            };
+        }
+        p
+    })?;
     Ok(Done {
         reply,
         replayed: submitted.seq.is_none(),
@@ -335,8 +411,4 @@ pub fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> R
 pub fn unexpected(reply: &Reply) -> Problem {
     tracing::error!(?reply, "a handler got a reply it does not render");
     Problem::internal("the server produced an unexpected answer; this is a bug in reeve")
-}
-
-pub fn principal_str(p: Principal) -> String {
-    p.to_string()
 }

@@ -1,6 +1,6 @@
 //! RFC 9457 problem details: every error reeve answers, with a stable `code`.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -15,6 +15,8 @@ pub struct Problem {
     pub code: String,
     pub detail: String,
     pub field: Option<String>,
+    /// Extra headers, e.g. `Retry-After` on a 429.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// The wire shape of a problem, for the OpenAPI document.
@@ -40,6 +42,7 @@ impl Problem {
             code: code.to_string(),
             detail: detail.into(),
             field: None,
+            headers: Vec::new(),
         }
     }
 
@@ -59,6 +62,7 @@ impl From<Rejection> for Problem {
             code: r.code,
             detail: r.reason,
             field: r.field,
+            headers: Vec::new(),
         }
     }
 }
@@ -91,6 +95,9 @@ impl IntoResponse for Problem {
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = (self.status, bytes).into_response();
         let headers = resp.headers_mut();
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(

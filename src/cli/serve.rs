@@ -25,6 +25,24 @@ pub struct ServeArgs {
     /// The shortest watch interval this server accepts, in seconds.
     #[arg(long, env = "REEVE_WATCH_INTERVAL_FLOOR_SECS", default_value_t = 1)]
     watch_interval_floor_secs: u64,
+    /// How long a claimed job's lease lasts without a heartbeat, in seconds.
+    #[arg(long, env = "REEVE_LEASE_SECS", default_value_t = 60)]
+    lease_secs: u64,
+    /// The most jobs one pipeline may have.
+    #[arg(long, env = "REEVE_MAX_JOBS", default_value_t = 300)]
+    max_jobs: usize,
+    /// Changes per minute for each MCP token.
+    #[arg(long, env = "REEVE_MCP_TRIGGER_PER_MIN", default_value_t = 5)]
+    mcp_trigger_per_min: u32,
+    /// Reads per minute for each MCP token.
+    #[arg(long, env = "REEVE_MCP_READ_PER_MIN", default_value_t = 30)]
+    mcp_read_per_min: u32,
+    /// Changes per minute for each other token.
+    #[arg(long, env = "REEVE_TRIGGER_PER_MIN", default_value_t = 1200)]
+    trigger_per_min: u32,
+    /// Reads per minute for each other token.
+    #[arg(long, env = "REEVE_READ_PER_MIN", default_value_t = 6000)]
+    read_per_min: u32,
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -60,6 +78,12 @@ async fn serve(args: ServeArgs) -> ExitCode {
         admin_token: std::env::var("REEVE_ADMIN_TOKEN")
             .ok()
             .filter(|s| !s.trim().is_empty()),
+        lease_secs: args.lease_secs.max(1),
+        max_jobs: args.max_jobs.max(1),
+        mcp_trigger_per_min: args.mcp_trigger_per_min,
+        mcp_read_per_min: args.mcp_read_per_min,
+        trigger_per_min: args.trigger_per_min,
+        read_per_min: args.read_per_min,
     };
     let server = match Server::start(cfg).await {
         Ok(s) => s,

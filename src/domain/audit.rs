@@ -24,6 +24,13 @@ impl AuditEntry {
         let body = &c.body;
         let accepted = body.outcome == Outcome::Accepted;
         let watch_project = |id: &uuid::Uuid| state.watches.get(id).map(|w| w.project.clone());
+        let job_project = |id: &uuid::Uuid| {
+            state
+                .jobs
+                .get(id)
+                .and_then(|j| state.builds.get(&j.build_id))
+                .map(|b| b.project.clone())
+        };
         let (target, project) = match (&body.meta.command, body.events.first()) {
             (Command::CreateProject { id, .. }, _) => {
                 (Some(format!("project:{id}")), Some(id.clone()))
@@ -61,7 +68,36 @@ impl AuditEntry {
                     .clone()
                     .or_else(|| key.id.as_ref().and_then(watch_project)),
             ),
-            (Command::Malformed { .. }, _) => (None, None),
+            (Command::Malformed { .. } | Command::Coalesced { .. }, _) => (None, None),
+            (Command::UpdateProject { id, .. }, _) => {
+                (Some(format!("project:{id}")), Some(id.clone()))
+            }
+            (Command::TriggerBuild { project, .. }, _) => (
+                body.events.iter().find_map(|e| match e {
+                    Event::BuildCreated { id, .. } => Some(format!("build:{id}")),
+                    _ => None,
+                }),
+                Some(project.clone()),
+            ),
+            (
+                Command::RestartBuild { project, build, .. }
+                | Command::AbortBuild { project, build, .. },
+                _,
+            ) => (Some(format!("build:{build}")), Some(project.clone())),
+            (
+                Command::RestartJob { project, job, .. }
+                | Command::RerunJob { project, job, .. }
+                | Command::AbortJob { project, job, .. },
+                _,
+            ) => (Some(format!("job:{job}")), Some(project.clone())),
+            (Command::ClaimJob { .. }, Some(Event::JobClaimed { id, .. })) => {
+                (Some(format!("job:{id}")), job_project(id))
+            }
+            (Command::ClaimJob { .. }, _) => (None, None),
+            (Command::Heartbeat { job, .. } | Command::FinishJob { job, .. }, _) => {
+                (Some(format!("job:{job}")), job_project(job))
+            }
+            (Command::ExpireLeases, _) => (None, None),
         };
         AuditEntry {
             seq: c.seq,

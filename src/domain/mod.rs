@@ -9,12 +9,16 @@
 //! encodes variants by index, so reordering would silently reinterpret old logs.
 
 mod audit;
+mod build;
+pub mod pipeline;
 mod project;
 mod state;
 mod token;
 mod watch;
 
 pub use audit::AuditEntry;
+pub use build::{Build, Cloned, Job, JobDep, JobState, Lease, NewJob, Relink, Trigger};
+pub use pipeline::{Accept, Dependency, JobSpec, Pipeline};
 pub use project::Project;
 pub use state::{Caller, State};
 pub use token::{Token, TokenKind};
@@ -89,12 +93,24 @@ impl std::fmt::Display for Principal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rules {
     pub watch_interval_floor_secs: u64,
+    /// The most jobs one pipeline may have.
+    pub max_jobs: usize,
+    /// How long a claimed job's lease lasts without a heartbeat.
+    pub lease_secs: u64,
+}
+
+impl Rules {
+    pub fn lease_ms(&self) -> Millis {
+        i64::try_from(self.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX / 2)
+    }
 }
 
 impl Default for Rules {
     fn default() -> Self {
         Rules {
             watch_interval_floor_secs: 1,
+            max_jobs: 300,
+            lease_secs: 60,
         }
     }
 }
@@ -108,6 +124,19 @@ pub struct Ctx {
     /// A fresh UUIDv7, for a command that creates something.
     pub new_id: Uuid,
     pub rules: Rules,
+}
+
+impl Ctx {
+    /// The `n`th new id of this command (`nth_id(0)` is `new_id`). Derived, not drawn, so that
+    /// a command creating many things stays a pure function of its context.
+    pub fn nth_id(&self, n: u32) -> Uuid {
+        let mut bytes = *self.new_id.as_bytes();
+        // Bytes 12..16 are random bits of a UUIDv7, clear of its version and variant.
+        for (b, x) in bytes[12..16].iter_mut().zip(n.to_be_bytes()) {
+            *b ^= x;
+        }
+        Uuid::from_bytes(bytes)
+    }
 }
 
 /// What somebody asked for. Persisted in every commit's meta.
@@ -153,6 +182,67 @@ pub enum Command {
         code: String,
         detail: String,
     },
+    UpdateProject {
+        id: String,
+        name: Option<String>,
+        default_pipeline: Option<Option<Pipeline>>,
+    },
+    TriggerBuild {
+        project: String,
+        pipeline: Option<Pipeline>,
+        env: BTreeMap<String, String>,
+    },
+    RestartBuild {
+        project: String,
+        build: Uuid,
+        if_match: Option<u64>,
+    },
+    AbortBuild {
+        project: String,
+        build: Uuid,
+        if_match: Option<u64>,
+    },
+    RestartJob {
+        project: String,
+        job: Uuid,
+        if_match: Option<u64>,
+    },
+    RerunJob {
+        project: String,
+        job: Uuid,
+        if_match: Option<u64>,
+    },
+    AbortJob {
+        project: String,
+        job: Uuid,
+        if_match: Option<u64>,
+    },
+    ClaimJob {
+        labels: Vec<String>,
+    },
+    Heartbeat {
+        job: Uuid,
+        lease_id: Uuid,
+    },
+    FinishJob {
+        job: Uuid,
+        lease_id: Uuid,
+        state: JobState,
+        exit_code: Option<i32>,
+        message: Option<String>,
+    },
+    /// Ends running jobs whose runner stopped heartbeating. reeve submits it to itself.
+    ExpireLeases,
+    /// Refusals of one kind from one principal that were answered but not logged one by one
+    /// (DESIGN rule 4); logged as one commit when their window closes.
+    Coalesced {
+        op: String,
+        status: u16,
+        code: String,
+        count: u64,
+        first_at: Millis,
+        last_at: Millis,
+    },
 }
 
 impl Command {
@@ -167,6 +257,18 @@ impl Command {
             Command::DeleteWatch { .. } => "delete_watch",
             Command::TriggerWatch { .. } => "trigger_watch",
             Command::Malformed { op, .. } => op,
+            Command::UpdateProject { .. } => "update_project",
+            Command::TriggerBuild { .. } => "trigger_build",
+            Command::RestartBuild { .. } => "restart_build",
+            Command::AbortBuild { .. } => "abort_build",
+            Command::RestartJob { .. } => "restart_job",
+            Command::RerunJob { .. } => "rerun_job",
+            Command::AbortJob { .. } => "abort_job",
+            Command::ClaimJob { .. } => "claim_job",
+            Command::Heartbeat { .. } => "heartbeat",
+            Command::FinishJob { .. } => "finish_job",
+            Command::ExpireLeases => "expire_leases",
+            Command::Coalesced { op, .. } => op,
         }
     }
 
@@ -234,6 +336,52 @@ pub enum Event {
         manual: bool,
         missed: u32,
     },
+    ProjectUpdated {
+        id: String,
+        name: Option<String>,
+        default_pipeline: Option<Option<Pipeline>>,
+    },
+    BuildCreated {
+        id: Uuid,
+        project: String,
+        number: u64,
+        restart_counter: u64,
+        pipeline: Pipeline,
+        env: BTreeMap<String, String>,
+        trigger: Trigger,
+        create_jobs_id: Uuid,
+        restarted_from: Option<Uuid>,
+    },
+    /// Create Jobs finished: these are the pipeline's jobs.
+    JobsExpanded {
+        build_id: Uuid,
+        jobs: Vec<NewJob>,
+    },
+    BuildAborted {
+        id: Uuid,
+    },
+    /// Clones replacing (superseding) the jobs they were cloned from; `relinks` move a child's
+    /// dependency from an original to its clone.
+    JobsCloned {
+        build_id: Uuid,
+        clones: Vec<NewJob>,
+        relinks: Vec<Relink>,
+    },
+    JobClaimed {
+        id: Uuid,
+        lease_id: Uuid,
+        lease_expires_at: Millis,
+    },
+    LeaseRenewed {
+        id: Uuid,
+        lease_expires_at: Millis,
+    },
+    JobEnded {
+        id: Uuid,
+        state: JobState,
+        exit_code: Option<i32>,
+        message: Option<String>,
+    },
 }
 
 /// Why a command was refused: an HTTP status, a stable code, and a reason that says what to
@@ -272,8 +420,29 @@ pub enum Reply {
     Token(Token),
     TokenRevoked(Token),
     Watch(Watch),
-    WatchDeleted { id: Uuid, to_uri: String },
-    WatchTriggered { id: Uuid, to_uri: String },
+    WatchDeleted {
+        id: Uuid,
+        to_uri: String,
+    },
+    WatchTriggered {
+        id: Uuid,
+        to_uri: String,
+    },
+    /// A build with all of its jobs.
+    Build(Box<Build>, Vec<Job>),
+    Aborted(Vec<Uuid>),
+    Cloned(Vec<Cloned>),
+    Job(Box<Job>),
+    Claimed {
+        job: Box<Job>,
+        build: Box<Build>,
+        lease_id: Uuid,
+        lease_expires_at: Millis,
+    },
+    Heartbeat {
+        abort: bool,
+        lease_expires_at: Millis,
+    },
     Nothing,
 }
 
@@ -316,6 +485,71 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rej
             detail,
             ..
         } => Err(Rejection::new(*status, code, detail.clone())),
+        Command::Coalesced {
+            status,
+            code,
+            count,
+            ..
+        } => Err(Rejection::new(
+            *status,
+            code,
+            format!("{count} more refusals like this one, coalesced"),
+        )),
+        Command::UpdateProject {
+            id,
+            name,
+            default_pipeline,
+        } => project::update(state, ctx, id, name.as_deref(), default_pipeline.as_ref()),
+        Command::TriggerBuild {
+            project,
+            pipeline,
+            env,
+        } => build::trigger(state, &caller, ctx, project, pipeline.as_ref(), env),
+        Command::RestartBuild {
+            project,
+            build,
+            if_match,
+        } => build::restart_build(state, &caller, ctx, project, *build, *if_match),
+        Command::AbortBuild {
+            project,
+            build,
+            if_match,
+        } => build::abort_build(state, &caller, project, *build, *if_match),
+        Command::RestartJob {
+            project,
+            job,
+            if_match,
+        } => build::restart_job(state, &caller, ctx, project, *job, *if_match),
+        Command::RerunJob {
+            project,
+            job,
+            if_match,
+        } => build::rerun_job(state, &caller, ctx, project, *job, *if_match),
+        Command::AbortJob {
+            project,
+            job,
+            if_match,
+        } => build::abort_job(state, &caller, project, *job, *if_match),
+        Command::ClaimJob { .. } => build::claim(state, &caller, ctx),
+        Command::Heartbeat { job, lease_id } => {
+            build::heartbeat(state, &caller, ctx, *job, *lease_id)
+        }
+        Command::FinishJob {
+            job,
+            lease_id,
+            state: end,
+            exit_code,
+            message,
+        } => build::finish(
+            state,
+            &caller,
+            *job,
+            *lease_id,
+            *end,
+            *exit_code,
+            message.as_deref(),
+        ),
+        Command::ExpireLeases => build::expire_leases(state, ctx),
     }
 }
 

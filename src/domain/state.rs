@@ -1,12 +1,12 @@
 //! The projections folded from the log, and the fold itself.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use uuid::Uuid;
 
 use super::{
-    AuditEntry, Command, Ctx, Event, Millis, Plane, Principal, Project, Rejection, Reply, Token,
-    TokenKind, Watch,
+    AuditEntry, Build, Command, Ctx, Event, Job, JobDep, JobState, Lease, Millis, NewJob, Plane,
+    Principal, Project, Rejection, Reply, Token, TokenKind, Watch,
 };
 use crate::log::{Commit, GENESIS, Hash, Outcome};
 
@@ -33,6 +33,17 @@ pub struct State {
     idempotency: HashMap<(Uuid, String), Remembered>,
     idempotency_expiry: VecDeque<(Millis, Uuid, String)>,
     pub audit: Vec<AuditEntry>,
+    pub builds: BTreeMap<Uuid, Build>,
+    pub jobs: HashMap<Uuid, Job>,
+    /// (project, number) → every generation of that build.
+    pub(super) builds_by_number: HashMap<(String, u64), Vec<Uuid>>,
+    /// Job → the jobs whose dependencies name it.
+    pub(super) children: HashMap<Uuid, Vec<Uuid>>,
+    /// Queued jobs by queue position.
+    pub(super) queue: BTreeMap<u64, Uuid>,
+    /// Running jobs by lease expiry.
+    pub(super) leases: BTreeSet<(Millis, Uuid)>,
+    job_order: u64,
 }
 
 impl Default for State {
@@ -48,6 +59,13 @@ impl Default for State {
             idempotency: HashMap::new(),
             idempotency_expiry: VecDeque::new(),
             audit: Vec::new(),
+            builds: BTreeMap::new(),
+            jobs: HashMap::new(),
+            builds_by_number: HashMap::new(),
+            children: HashMap::new(),
+            queue: BTreeMap::new(),
+            leases: BTreeSet::new(),
+            job_order: 0,
         }
     }
 }
@@ -132,6 +150,16 @@ impl State {
                 "runner_token_not_allowed",
                 "runner tokens work only on the runner endpoints; use an api token here",
             )),
+            (Plane::Mcp, kind) if kind != TokenKind::Mcp => Err(Rejection::new(
+                403,
+                "mcp_token_required",
+                "this is an MCP endpoint; use a token of kind mcp",
+            )),
+            (Plane::Runner, kind) if kind != TokenKind::Runner => Err(Rejection::new(
+                403,
+                "runner_token_required",
+                "this is a runner endpoint; use a token of kind runner",
+            )),
             _ => Ok(()),
         }
     }
@@ -142,6 +170,23 @@ impl State {
         let caller = self.caller(ctx.principal, ctx.at)?;
         self.admit(&caller, ctx.plane)?;
         if let Some(token) = caller.token {
+            match cmd {
+                Command::ExpireLeases | Command::Coalesced { .. } => {
+                    return Err(Rejection::new(
+                        403,
+                        "system_only",
+                        "only reeve itself submits this command",
+                    ));
+                }
+                // Running jobs is what runner tokens are for; allow_trigger governs changes
+                // people and agents make.
+                Command::ClaimJob { .. }
+                | Command::Heartbeat { .. }
+                | Command::FinishJob { .. } => {
+                    return Ok(caller);
+                }
+                _ => {}
+            }
             if !token.allow_trigger {
                 return Err(Rejection::new(
                     403,
@@ -151,6 +196,7 @@ impl State {
             }
             let admin_only = match cmd {
                 Command::CreateProject { .. }
+                | Command::UpdateProject { .. }
                 | Command::IssueToken { .. }
                 | Command::RevokeToken { .. } => true,
                 Command::Malformed { admin_only, .. } => *admin_only,
@@ -260,6 +306,8 @@ impl State {
                         name: name.clone(),
                         created_at: at,
                         created_by: by,
+                        default_pipeline: None,
+                        builds: 0,
                     },
                 );
             }
@@ -380,7 +428,231 @@ impl State {
                     w.fires += 1;
                 }
             }
+            Event::ProjectUpdated {
+                id,
+                name,
+                default_pipeline,
+            } => {
+                if let Some(p) = self.projects.get_mut(id) {
+                    if let Some(n) = name {
+                        p.name = n.clone();
+                    }
+                    if let Some(d) = default_pipeline {
+                        p.default_pipeline = d.clone();
+                    }
+                }
+            }
+            Event::BuildCreated {
+                id,
+                project,
+                number,
+                restart_counter,
+                pipeline,
+                env,
+                trigger,
+                create_jobs_id,
+                restarted_from,
+            } => {
+                if let Some(p) = self.projects.get_mut(project) {
+                    p.builds = p.builds.max(*number);
+                }
+                self.builds_by_number
+                    .entry((project.clone(), *number))
+                    .or_default()
+                    .push(*id);
+                self.builds.insert(
+                    *id,
+                    Build {
+                        id: *id,
+                        project: project.clone(),
+                        number: *number,
+                        restart_counter: *restart_counter,
+                        pipeline: pipeline.clone(),
+                        env: env.clone(),
+                        trigger: *trigger,
+                        created_at: at,
+                        created_by: by,
+                        aborted: false,
+                        restarted_from: *restarted_from,
+                        jobs: Vec::new(),
+                        version: 0,
+                    },
+                );
+                self.add_job(
+                    at,
+                    *id,
+                    &NewJob {
+                        id: *create_jobs_id,
+                        name: super::pipeline::CREATE_JOBS.to_string(),
+                        run: String::new(),
+                        env: BTreeMap::new(),
+                        timeout_seconds: None,
+                        depends_on: Vec::new(),
+                        cloned_from: None,
+                    },
+                );
+            }
+            Event::JobsExpanded { build_id, jobs } => {
+                let create_jobs = self
+                    .builds
+                    .get(build_id)
+                    .and_then(|b| b.jobs.first().copied());
+                if let Some(cj) = create_jobs {
+                    self.end_job(at, cj, JobState::Finished, None, None);
+                    if let Some(j) = self.jobs.get_mut(&cj) {
+                        j.started_at.get_or_insert(at);
+                    }
+                }
+                for job in jobs {
+                    self.add_job(at, *build_id, job);
+                }
+            }
+            Event::BuildAborted { id } => {
+                if let Some(b) = self.builds.get_mut(id) {
+                    b.aborted = true;
+                    b.version += 1;
+                }
+            }
+            Event::JobsCloned {
+                build_id,
+                clones,
+                relinks,
+            } => {
+                for clone in clones {
+                    self.add_job(at, *build_id, clone);
+                    if let Some(orig) = clone.cloned_from.and_then(|o| self.jobs.get_mut(&o)) {
+                        orig.superseded_by = Some(clone.id);
+                        orig.version += 1;
+                    }
+                }
+                for r in relinks {
+                    if let Some(child) = self.jobs.get_mut(&r.job) {
+                        for d in child.depends_on.iter_mut().filter(|d| d.job_id == r.from) {
+                            d.job_id = r.to;
+                            d.job = r.name.clone();
+                        }
+                        child.version += 1;
+                    }
+                    if let Some(kids) = self.children.get_mut(&r.from) {
+                        kids.retain(|k| *k != r.job);
+                    }
+                    self.children.entry(r.to).or_default().push(r.job);
+                }
+            }
+            Event::JobClaimed {
+                id,
+                lease_id,
+                lease_expires_at,
+            } => {
+                if let Some(j) = self.jobs.get_mut(id) {
+                    self.queue.remove(&j.order);
+                    j.state = JobState::Running;
+                    j.started_at = Some(at);
+                    j.lease = Some(Lease {
+                        id: *lease_id,
+                        runner: by,
+                        expires_at: *lease_expires_at,
+                    });
+                    j.version += 1;
+                    self.leases.insert((*lease_expires_at, *id));
+                    let build = j.build_id;
+                    self.touch_build(build);
+                }
+            }
+            Event::LeaseRenewed {
+                id,
+                lease_expires_at,
+            } => {
+                if let Some(lease) = self.jobs.get_mut(id).and_then(|j| j.lease.as_mut()) {
+                    self.leases.remove(&(lease.expires_at, *id));
+                    lease.expires_at = *lease_expires_at;
+                    self.leases.insert((*lease_expires_at, *id));
+                }
+            }
+            Event::JobEnded {
+                id,
+                state,
+                exit_code,
+                message,
+            } => self.end_job(at, *id, *state, *exit_code, message.clone()),
         }
+    }
+
+    fn touch_build(&mut self, id: Uuid) {
+        if let Some(b) = self.builds.get_mut(&id) {
+            b.version += 1;
+        }
+    }
+
+    fn add_job(&mut self, at: Millis, build_id: Uuid, job: &NewJob) {
+        self.job_order += 1;
+        for d in &job.depends_on {
+            self.children.entry(d.job_id).or_default().push(job.id);
+        }
+        self.queue.insert(self.job_order, job.id);
+        self.jobs.insert(
+            job.id,
+            Job {
+                id: job.id,
+                build_id,
+                name: job.name.clone(),
+                run: job.run.clone(),
+                env: job.env.clone(),
+                timeout_seconds: job.timeout_seconds,
+                state: JobState::Queued,
+                depends_on: job.depends_on.iter().map(JobDep::clone).collect(),
+                superseded_by: None,
+                cloned_from: job.cloned_from,
+                created_at: at,
+                started_at: None,
+                finished_at: None,
+                exit_code: None,
+                message: None,
+                lease: None,
+                order: self.job_order,
+                version: 1,
+            },
+        );
+        if let Some(b) = self.builds.get_mut(&build_id) {
+            b.jobs.push(job.id);
+            b.version += 1;
+        }
+    }
+
+    fn end_job(
+        &mut self,
+        at: Millis,
+        id: Uuid,
+        state: JobState,
+        exit_code: Option<i32>,
+        message: Option<String>,
+    ) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        self.queue.remove(&j.order);
+        if let Some(lease) = &j.lease {
+            self.leases.remove(&(lease.expires_at, id));
+        }
+        j.state = state;
+        j.finished_at = Some(at);
+        j.exit_code = exit_code;
+        j.message = message;
+        j.version += 1;
+        let build = j.build_id;
+        self.touch_build(build);
+    }
+
+    /// A build with its jobs, as a reply.
+    fn build_reply(&self, id: Uuid) -> Option<Reply> {
+        let b = self.builds.get(&id)?;
+        let jobs = b
+            .jobs
+            .iter()
+            .filter_map(|j| self.jobs.get(j))
+            .cloned()
+            .collect();
+        Some(Reply::Build(Box::new(b.clone()), jobs))
     }
 
     /// The answer for a commit, read from the state right after it was applied.
@@ -399,28 +671,97 @@ impl State {
                 field: field.clone(),
             });
         }
-        let reply = match c.body.events.first() {
-            Some(Event::ProjectCreated { id, .. }) => {
-                self.projects.get(id).cloned().map(Reply::Project)
-            }
-            Some(Event::TokenIssued { id, .. }) => self.tokens.get(id).cloned().map(Reply::Token),
-            Some(Event::TokenRevoked { id }) => {
-                self.tokens.get(id).cloned().map(Reply::TokenRevoked)
-            }
-            Some(Event::WatchCreated { id, .. } | Event::WatchUpdated { id, .. }) => {
-                self.watches.get(id).cloned().map(Reply::Watch)
-            }
-            Some(Event::WatchDeleted { id, to_uri, .. }) => Some(Reply::WatchDeleted {
-                id: *id,
-                to_uri: to_uri.clone(),
-            }),
-            Some(Event::WatchFired { id, .. }) => {
-                self.watches.get(id).map(|w| Reply::WatchTriggered {
-                    id: *id,
-                    to_uri: w.to_uri.clone(),
+        let events = &c.body.events;
+        let reply = match &c.body.meta.command {
+            Command::TriggerBuild { .. } | Command::RestartBuild { .. } => {
+                events.iter().find_map(|e| match e {
+                    Event::BuildCreated { id, .. } => self.build_reply(*id),
+                    _ => None,
                 })
             }
-            None => None,
+            Command::AbortBuild { .. } | Command::AbortJob { .. } => Some(Reply::Aborted(
+                events
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::JobEnded {
+                            id,
+                            state: JobState::Killed,
+                            ..
+                        } => Some(*id),
+                        _ => None,
+                    })
+                    .collect(),
+            )),
+            Command::RestartJob { .. } => events.iter().find_map(|e| match e {
+                Event::JobsCloned { clones, .. } => Some(Reply::Cloned(
+                    clones
+                        .iter()
+                        .map(|n| super::Cloned {
+                            from: n.cloned_from.unwrap_or(n.id),
+                            to: n.id,
+                            name: n.name.clone(),
+                        })
+                        .collect(),
+                )),
+                _ => None,
+            }),
+            Command::RerunJob { .. } => events.iter().find_map(|e| match e {
+                Event::JobsCloned { clones, .. } => clones
+                    .first()
+                    .and_then(|n| self.jobs.get(&n.id))
+                    .map(|j| Reply::Job(Box::new(j.clone()))),
+                _ => None,
+            }),
+            Command::ClaimJob { .. } => events.iter().find_map(|e| match e {
+                Event::JobClaimed {
+                    id,
+                    lease_id,
+                    lease_expires_at,
+                } => {
+                    let job = self.jobs.get(id)?;
+                    let build = self.builds.get(&job.build_id)?;
+                    Some(Reply::Claimed {
+                        job: Box::new(job.clone()),
+                        build: Box::new(build.clone()),
+                        lease_id: *lease_id,
+                        lease_expires_at: *lease_expires_at,
+                    })
+                }
+                _ => None,
+            }),
+            Command::Heartbeat { job, .. } => self.jobs.get(job).map(|j| Reply::Heartbeat {
+                abort: j.state != JobState::Running,
+                lease_expires_at: j.lease.as_ref().map_or(0, |l| l.expires_at),
+            }),
+            Command::FinishJob { job, .. } => {
+                self.jobs.get(job).map(|j| Reply::Job(Box::new(j.clone())))
+            }
+            Command::UpdateProject { id, .. } => self.projects.get(id).cloned().map(Reply::Project),
+            _ => match events.first() {
+                Some(Event::ProjectCreated { id, .. }) => {
+                    self.projects.get(id).cloned().map(Reply::Project)
+                }
+                Some(Event::TokenIssued { id, .. }) => {
+                    self.tokens.get(id).cloned().map(Reply::Token)
+                }
+                Some(Event::TokenRevoked { id }) => {
+                    self.tokens.get(id).cloned().map(Reply::TokenRevoked)
+                }
+                Some(Event::WatchCreated { id, .. } | Event::WatchUpdated { id, .. }) => {
+                    self.watches.get(id).cloned().map(Reply::Watch)
+                }
+                Some(Event::WatchDeleted { id, to_uri, .. }) => Some(Reply::WatchDeleted {
+                    id: *id,
+                    to_uri: to_uri.clone(),
+                }),
+                Some(Event::WatchFired { id, .. }) => {
+                    self.watches.get(id).map(|w| Reply::WatchTriggered {
+                        id: *id,
+                        to_uri: w.to_uri.clone(),
+                    })
+                }
+                _ => None,
+            },
         };
         Ok(reply.unwrap_or(Reply::Nothing))
     }

@@ -1,0 +1,861 @@
+//! Builds and jobs: a build is a graph of jobs. The rules for trigger, restart (build and job),
+//! rerun, abort, and the runner protocol (claim, heartbeat, finish, lease expiry) live here.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::pipeline::{self, Accept, CREATE_JOBS, Pipeline};
+use super::{Caller, Ctx, Event, Millis, Plane, Principal, Rejection, State};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Scheduled,
+    Running,
+    Finished,
+    Failure,
+    Error,
+    Skipped,
+    Killed,
+}
+
+impl JobState {
+    /// Ended, one way or another.
+    pub fn is_done(self) -> bool {
+        !matches!(
+            self,
+            JobState::Queued | JobState::Scheduled | JobState::Running
+        )
+    }
+
+    /// Ended in a way that a restart may retry (a skipped job never ran).
+    pub fn is_restartable(self) -> bool {
+        matches!(
+            self,
+            JobState::Finished | JobState::Failure | JobState::Error | JobState::Killed
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Scheduled => "scheduled",
+            JobState::Running => "running",
+            JobState::Finished => "finished",
+            JobState::Failure => "failure",
+            JobState::Error => "error",
+            JobState::Skipped => "skipped",
+            JobState::Killed => "killed",
+        }
+    }
+}
+
+/// What started a build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Api,
+    Mcp,
+    Watch(Uuid),
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Mcp => "mcp",
+            Trigger::Watch(_) => "watch",
+        }
+    }
+
+    fn of_plane(plane: Plane) -> Trigger {
+        match plane {
+            Plane::Mcp => Trigger::Mcp,
+            _ => Trigger::Api,
+        }
+    }
+}
+
+/// A job's dependency on another job of the same build.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobDep {
+    pub job: String,
+    pub job_id: Uuid,
+    pub on: Vec<Accept>,
+}
+
+/// A job as an event creates it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub name: String,
+    pub run: String,
+    pub env: BTreeMap<String, String>,
+    pub timeout_seconds: Option<u64>,
+    pub depends_on: Vec<JobDep>,
+    pub cloned_from: Option<Uuid>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lease {
+    pub id: Uuid,
+    pub runner: Principal,
+    pub expires_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub id: Uuid,
+    pub build_id: Uuid,
+    pub name: String,
+    pub run: String,
+    pub env: BTreeMap<String, String>,
+    pub timeout_seconds: Option<u64>,
+    pub state: JobState,
+    pub depends_on: Vec<JobDep>,
+    pub superseded_by: Option<Uuid>,
+    pub cloned_from: Option<Uuid>,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    pub lease: Option<Lease>,
+    /// Position in the global queue: claims go oldest first.
+    pub order: u64,
+    pub version: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Build {
+    pub id: Uuid,
+    pub project: String,
+    pub number: u64,
+    pub restart_counter: u64,
+    pub pipeline: Pipeline,
+    pub env: BTreeMap<String, String>,
+    pub trigger: Trigger,
+    pub created_at: Millis,
+    pub created_by: Principal,
+    pub aborted: bool,
+    pub restarted_from: Option<Uuid>,
+    /// Every job, superseded ones included, in creation order.
+    pub jobs: Vec<Uuid>,
+    pub version: u64,
+}
+
+/// A restart's or rerun's effect: clones, and what they replace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cloned {
+    pub from: Uuid,
+    pub to: Uuid,
+    pub name: String,
+}
+
+/// A child whose dependency moves from one job to its clone (rerun).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Relink {
+    pub job: Uuid,
+    pub from: Uuid,
+    pub to: Uuid,
+    pub name: String,
+}
+
+fn build_not_found(id: Uuid) -> Rejection {
+    Rejection::new(
+        404,
+        "build_not_found",
+        format!("no build {id} in this project; GET .../builds lists them"),
+    )
+}
+
+fn job_not_found(id: Uuid) -> Rejection {
+    Rejection::new(
+        404,
+        "job_not_found",
+        format!("no job {id} in this project; GET .../builds/{{build}} lists a build's jobs"),
+    )
+}
+
+fn project_not_found(project: &str) -> Rejection {
+    Rejection::new(
+        404,
+        "project_not_found",
+        format!("no project {project:?}; GET /api/v1/projects lists yours"),
+    )
+}
+
+fn precondition(kind: &str, want: u64, have: u64) -> Rejection {
+    Rejection::new(
+        412,
+        "precondition_failed",
+        format!(
+            "If-Match names version {want} but the {kind} is at version {have}; GET it again and retry"
+        ),
+    )
+}
+
+impl State {
+    /// The build's state, derived from its jobs that are not superseded.
+    pub fn build_state(&self, build: &Build) -> JobState {
+        let mut worst = None;
+        let rank = |s: JobState| match s {
+            JobState::Killed => 4,
+            JobState::Error => 3,
+            JobState::Failure => 2,
+            JobState::Finished => 1,
+            _ => 0,
+        };
+        for job in build
+            .jobs
+            .iter()
+            .filter_map(|id| self.jobs.get(id))
+            .filter(|j| j.superseded_by.is_none())
+        {
+            match job.state {
+                JobState::Queued | JobState::Scheduled | JobState::Running => {
+                    return JobState::Running;
+                }
+                JobState::Skipped => {}
+                s => {
+                    if worst.is_none_or(|w| rank(s) > rank(w)) {
+                        worst = Some(s);
+                    }
+                }
+            }
+        }
+        worst.unwrap_or(JobState::Finished)
+    }
+
+    pub fn project_visible(&self, caller: &Caller<'_>, project: &str) -> Result<(), Rejection> {
+        if self.projects.contains_key(project) && caller.sees_project(project) {
+            Ok(())
+        } else {
+            Err(project_not_found(project))
+        }
+    }
+
+    /// The build, if it is in `project` and the caller may see that project.
+    pub fn visible_build(
+        &self,
+        caller: &Caller<'_>,
+        project: &str,
+        id: Uuid,
+    ) -> Result<&Build, Rejection> {
+        self.project_visible(caller, project)?;
+        self.builds
+            .get(&id)
+            .filter(|b| b.project == project)
+            .ok_or_else(|| build_not_found(id))
+    }
+
+    /// The job, if its build is in `project` and the caller may see that project.
+    pub fn visible_job(
+        &self,
+        caller: &Caller<'_>,
+        project: &str,
+        id: Uuid,
+    ) -> Result<&Job, Rejection> {
+        self.project_visible(caller, project)?;
+        self.jobs
+            .get(&id)
+            .filter(|j| {
+                self.builds
+                    .get(&j.build_id)
+                    .is_some_and(|b| b.project == project)
+            })
+            .ok_or_else(|| job_not_found(id))
+    }
+
+    /// Whether every parent of a queued job has ended in a state its dependency accepts.
+    fn ready(&self, job: &Job) -> bool {
+        job.depends_on.iter().all(|d| {
+            self.jobs
+                .get(&d.job_id)
+                .is_some_and(|p| p.state.is_done() && d.on.iter().any(|a| a.accepts(p.state)))
+        })
+    }
+
+    /// The oldest job this runner may claim now.
+    pub fn claimable(&self, caller: &Caller<'_>) -> Option<&Job> {
+        self.queue
+            .values()
+            .filter_map(|id| self.jobs.get(id))
+            .find(|j| {
+                j.state == JobState::Queued
+                    && j.superseded_by.is_none()
+                    && self
+                        .builds
+                        .get(&j.build_id)
+                        .is_some_and(|b| !b.aborted && caller.sees_project(&b.project))
+                    && self.ready(j)
+            })
+    }
+
+    /// Running jobs whose lease ran out before `at`.
+    pub fn expired_leases(&self, at: Millis) -> impl Iterator<Item = &Job> {
+        self.leases
+            .range(..=(at, Uuid::max()))
+            .filter_map(|(_, id)| self.jobs.get(id))
+            .filter(|j| j.state == JobState::Running)
+    }
+
+    /// The earliest lease expiry among running jobs.
+    pub fn next_lease_expiry(&self) -> Option<Millis> {
+        self.leases.iter().next().map(|(at, _)| *at)
+    }
+
+    /// Non-superseded jobs that depend on `id`.
+    fn children(&self, id: Uuid) -> impl Iterator<Item = &Job> {
+        self.children
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| self.jobs.get(c))
+            .filter(|j| j.superseded_by.is_none())
+    }
+}
+
+/// Ends `ended` jobs and skips every queued descendant whose dependency no longer can be met.
+fn end_jobs(
+    state: &State,
+    ended: Vec<(Uuid, JobState, Option<i32>, Option<String>)>,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut now: HashMap<Uuid, JobState> = HashMap::new();
+    let mut frontier = Vec::new();
+    for (id, s, exit_code, message) in ended {
+        now.insert(id, s);
+        frontier.push(id);
+        events.push(Event::JobEnded {
+            id,
+            state: s,
+            exit_code,
+            message,
+        });
+    }
+    while let Some(parent) = frontier.pop() {
+        let parent_state = now[&parent];
+        for child in state.children(parent) {
+            if child.state != JobState::Queued || now.contains_key(&child.id) {
+                continue;
+            }
+            let blocked = child
+                .depends_on
+                .iter()
+                .filter(|d| d.job_id == parent)
+                .any(|d| !d.on.iter().any(|a| a.accepts(parent_state)));
+            if blocked {
+                now.insert(child.id, JobState::Skipped);
+                frontier.push(child.id);
+                events.push(Event::JobEnded {
+                    id: child.id,
+                    state: JobState::Skipped,
+                    exit_code: None,
+                    message: Some(format!(
+                        "skipped: {} ended {}",
+                        parent_name(state, parent),
+                        parent_state.as_str()
+                    )),
+                });
+            }
+        }
+    }
+    events
+}
+
+fn parent_name(state: &State, id: Uuid) -> String {
+    state
+        .jobs
+        .get(&id)
+        .map_or_else(|| id.to_string(), |j| j.name.clone())
+}
+
+/// The jobs of a pipeline, with ids drawn from `ctx` from `first_id` on; top jobs depend on
+/// Create Jobs.
+fn expand(pipeline: &Pipeline, create_jobs: Uuid, ctx: &Ctx, first_id: u32) -> Vec<NewJob> {
+    let Pipeline::Jobs(specs) = pipeline;
+    let ids: HashMap<&str, Uuid> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), ctx.nth_id(first_id + i as u32)))
+        .collect();
+    specs
+        .iter()
+        .map(|s| NewJob {
+            id: ids[s.name.as_str()],
+            name: s.name.clone(),
+            run: s.run.clone(),
+            env: s.env.clone(),
+            timeout_seconds: s.timeout_seconds,
+            depends_on: if s.depends_on.is_empty() {
+                vec![JobDep {
+                    job: CREATE_JOBS.to_string(),
+                    job_id: create_jobs,
+                    on: vec![Accept::Finished],
+                }]
+            } else {
+                s.depends_on
+                    .iter()
+                    .map(|d| JobDep {
+                        job: d.job.clone(),
+                        job_id: ids[d.job.as_str()],
+                        on: d.on.clone(),
+                    })
+                    .collect()
+            },
+            cloned_from: None,
+        })
+        .collect()
+}
+
+/// One generation of a build, about to be created.
+struct Generation<'a> {
+    project: &'a str,
+    number: u64,
+    restart_counter: u64,
+    pipeline: &'a Pipeline,
+    env: &'a BTreeMap<String, String>,
+    restarted_from: Option<Uuid>,
+}
+
+/// A new build (or generation) with its Create Jobs job, expanded at once for an inline
+/// pipeline.
+fn new_build(ctx: &Ctx, g: Generation<'_>) -> Vec<Event> {
+    let id = ctx.nth_id(0);
+    let create_jobs = ctx.nth_id(1);
+    let jobs = expand(g.pipeline, create_jobs, ctx, 2);
+    vec![
+        Event::BuildCreated {
+            id,
+            project: g.project.to_string(),
+            number: g.number,
+            restart_counter: g.restart_counter,
+            pipeline: g.pipeline.clone(),
+            env: g.env.clone(),
+            trigger: Trigger::of_plane(ctx.plane),
+            create_jobs_id: create_jobs,
+            restarted_from: g.restarted_from,
+        },
+        Event::JobsExpanded { build_id: id, jobs },
+    ]
+}
+
+pub(super) fn trigger(
+    state: &State,
+    caller: &Caller<'_>,
+    ctx: &Ctx,
+    project: &str,
+    pipeline: Option<&Pipeline>,
+    env: &BTreeMap<String, String>,
+) -> Result<Vec<Event>, Rejection> {
+    state.project_visible(caller, project)?;
+    let p = &state.projects[project];
+    let pipeline = pipeline.or(p.default_pipeline.as_ref()).ok_or_else(|| {
+        Rejection::invalid(
+            "no_pipeline",
+            "pipeline",
+            format!(
+                "give a pipeline, or set a default for project {project:?} with PATCH /api/v1/projects/{project}"
+            ),
+        )
+    })?;
+    pipeline::validate(pipeline, ctx.rules.max_jobs)?;
+    Ok(new_build(
+        ctx,
+        Generation {
+            project,
+            number: p.builds + 1,
+            restart_counter: 1,
+            pipeline,
+            env,
+            restarted_from: None,
+        },
+    ))
+}
+
+pub(super) fn restart_build(
+    state: &State,
+    caller: &Caller<'_>,
+    ctx: &Ctx,
+    project: &str,
+    id: Uuid,
+    if_match: Option<u64>,
+) -> Result<Vec<Event>, Rejection> {
+    let build = state.visible_build(caller, project, id)?;
+    if let Some(v) = if_match.filter(|v| *v != build.version) {
+        return Err(precondition("build", v, build.version));
+    }
+    let counter = state
+        .builds_by_number
+        .get(&(build.project.clone(), build.number))
+        .into_iter()
+        .flatten()
+        .filter_map(|b| state.builds.get(b))
+        .map(|b| b.restart_counter)
+        .max()
+        .unwrap_or(build.restart_counter);
+    Ok(new_build(
+        ctx,
+        Generation {
+            project,
+            number: build.number,
+            restart_counter: counter + 1,
+            pipeline: &build.pipeline,
+            env: &build.env,
+            restarted_from: Some(build.id),
+        },
+    ))
+}
+
+pub(super) fn abort_build(
+    state: &State,
+    caller: &Caller<'_>,
+    project: &str,
+    id: Uuid,
+    if_match: Option<u64>,
+) -> Result<Vec<Event>, Rejection> {
+    let build = state.visible_build(caller, project, id)?;
+    if let Some(v) = if_match.filter(|v| *v != build.version) {
+        return Err(precondition("build", v, build.version));
+    }
+    let live: Vec<_> = build
+        .jobs
+        .iter()
+        .filter_map(|j| state.jobs.get(j))
+        .filter(|j| j.superseded_by.is_none() && !j.state.is_done())
+        .map(|j| (j.id, JobState::Killed, None, Some("aborted".to_string())))
+        .collect();
+    let mut events = Vec::new();
+    if !build.aborted {
+        events.push(Event::BuildAborted { id });
+    }
+    events.extend(end_jobs(state, live));
+    Ok(events)
+}
+
+pub(super) fn abort_job(
+    state: &State,
+    caller: &Caller<'_>,
+    project: &str,
+    id: Uuid,
+    if_match: Option<u64>,
+) -> Result<Vec<Event>, Rejection> {
+    let job = state.visible_job(caller, project, id)?;
+    if let Some(v) = if_match.filter(|v| *v != job.version) {
+        return Err(precondition("job", v, job.version));
+    }
+    if job.state.is_done() {
+        return Ok(Vec::new());
+    }
+    Ok(end_jobs(
+        state,
+        vec![(id, JobState::Killed, None, Some("aborted".to_string()))],
+    ))
+}
+
+/// The shared refusals of restart and rerun.
+fn check_retryable<'s>(
+    state: &'s State,
+    caller: &Caller<'_>,
+    project: &str,
+    id: Uuid,
+    if_match: Option<u64>,
+) -> Result<&'s Job, Rejection> {
+    let job = state.visible_job(caller, project, id)?;
+    if let Some(v) = if_match.filter(|v| *v != job.version) {
+        return Err(precondition("job", v, job.version));
+    }
+    if job.name == CREATE_JOBS {
+        return Err(Rejection::new(
+            409,
+            "create_jobs_not_restartable",
+            "Create Jobs expands the pipeline; restart the build instead (POST .../builds/{build}/restart)",
+        ));
+    }
+    if let Some(by) = job.superseded_by {
+        return Err(Rejection::new(
+            409,
+            "job_superseded",
+            format!("job {id} was already restarted as {by}; restart that one instead"),
+        ));
+    }
+    if !job.state.is_restartable() {
+        return Err(Rejection::new(
+            409,
+            "job_not_terminal",
+            format!(
+                "job {id} is {}; only finished, failed, errored or killed jobs can be restarted (abort it first)",
+                job.state.as_str()
+            ),
+        ));
+    }
+    Ok(job)
+}
+
+fn build_names(state: &State, build: Uuid) -> Vec<&str> {
+    state.builds.get(&build).map_or_else(Vec::new, |b| {
+        b.jobs
+            .iter()
+            .filter_map(|j| state.jobs.get(j))
+            .map(|j| j.name.as_str())
+            .collect()
+    })
+}
+
+pub(super) fn restart_job(
+    state: &State,
+    caller: &Caller<'_>,
+    ctx: &Ctx,
+    project: &str,
+    id: Uuid,
+    if_match: Option<u64>,
+) -> Result<Vec<Event>, Rejection> {
+    let job = check_retryable(state, caller, project, id, if_match)?;
+    // The job and its transitive non-superseded descendants, in build order.
+    let mut set: HashSet<Uuid> = HashSet::from([id]);
+    let mut frontier = vec![id];
+    while let Some(j) = frontier.pop() {
+        for child in state.children(j) {
+            if set.insert(child.id) {
+                frontier.push(child.id);
+            }
+        }
+    }
+    let build = &state.builds[&job.build_id];
+    let members: Vec<&Job> = build
+        .jobs
+        .iter()
+        .filter(|j| set.contains(j))
+        .filter_map(|j| state.jobs.get(j))
+        .collect();
+    if let Some(busy) = members
+        .iter()
+        .find(|j| j.id != id && matches!(j.state, JobState::Scheduled | JobState::Running))
+    {
+        return Err(Rejection::new(
+            409,
+            "descendant_running",
+            format!(
+                "descendant {} ({}) is {}; wait for it or abort it first",
+                busy.name,
+                busy.id,
+                busy.state.as_str()
+            ),
+        ));
+    }
+    let names = build_names(state, build.id);
+    let clone_ids: HashMap<Uuid, (Uuid, String)> = members
+        .iter()
+        .enumerate()
+        .map(|(i, j)| {
+            (
+                j.id,
+                (
+                    ctx.nth_id(i as u32),
+                    pipeline::clone_name(&j.name, names.iter().copied()),
+                ),
+            )
+        })
+        .collect();
+    let clones = members
+        .iter()
+        .map(|j| {
+            let (to, name) = clone_ids[&j.id].clone();
+            NewJob {
+                id: to,
+                name,
+                run: j.run.clone(),
+                env: j.env.clone(),
+                timeout_seconds: j.timeout_seconds,
+                depends_on: j
+                    .depends_on
+                    .iter()
+                    .map(|d| match clone_ids.get(&d.job_id) {
+                        Some((cid, cname)) => JobDep {
+                            job: cname.clone(),
+                            job_id: *cid,
+                            on: d.on.clone(),
+                        },
+                        None => d.clone(),
+                    })
+                    .collect(),
+                cloned_from: Some(j.id),
+            }
+        })
+        .collect();
+    let mut events = vec![Event::JobsCloned {
+        build_id: build.id,
+        clones,
+        relinks: Vec::new(),
+    }];
+    // A queued original must never run: its clone replaces it.
+    for j in members.iter().filter(|j| j.state == JobState::Queued) {
+        events.push(Event::JobEnded {
+            id: j.id,
+            state: JobState::Killed,
+            exit_code: None,
+            message: Some(format!("cancelled: superseded by {}", clone_ids[&j.id].0)),
+        });
+    }
+    Ok(events)
+}
+
+pub(super) fn rerun_job(
+    state: &State,
+    caller: &Caller<'_>,
+    ctx: &Ctx,
+    project: &str,
+    id: Uuid,
+    if_match: Option<u64>,
+) -> Result<Vec<Event>, Rejection> {
+    let job = check_retryable(state, caller, project, id, if_match)?;
+    let to = ctx.nth_id(0);
+    let name = pipeline::clone_name(&job.name, build_names(state, job.build_id).into_iter());
+    let relinks = state
+        .children(id)
+        .map(|c| Relink {
+            job: c.id,
+            from: id,
+            to,
+            name: name.clone(),
+        })
+        .collect();
+    Ok(vec![Event::JobsCloned {
+        build_id: job.build_id,
+        clones: vec![NewJob {
+            id: to,
+            name,
+            run: job.run.clone(),
+            env: job.env.clone(),
+            timeout_seconds: job.timeout_seconds,
+            depends_on: job.depends_on.clone(),
+            cloned_from: Some(id),
+        }],
+        relinks,
+    }])
+}
+
+pub(super) fn claim(
+    state: &State,
+    caller: &Caller<'_>,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
+    let job = state.claimable(caller).ok_or_else(|| {
+        Rejection::new(
+            204,
+            "nothing_to_claim",
+            "no job is ready to run; poll again",
+        )
+    })?;
+    Ok(vec![Event::JobClaimed {
+        id: job.id,
+        lease_id: ctx.nth_id(0),
+        lease_expires_at: ctx.at + ctx.rules.lease_ms(),
+    }])
+}
+
+fn leased<'s>(
+    state: &'s State,
+    caller: &Caller<'_>,
+    id: Uuid,
+    lease_id: Uuid,
+) -> Result<&'s Job, Rejection> {
+    let job = state
+        .jobs
+        .get(&id)
+        .filter(|j| {
+            state
+                .builds
+                .get(&j.build_id)
+                .is_some_and(|b| caller.sees_project(&b.project))
+        })
+        .ok_or_else(|| job_not_found(id))?;
+    let stale = || {
+        Rejection::new(
+            409,
+            "stale_lease",
+            format!(
+                "lease {lease_id} does not hold job {id} (it expired, or the job ended); drop this job"
+            ),
+        )
+    };
+    match &job.lease {
+        Some(l)
+            if l.id == lease_id && matches!(job.state, JobState::Running | JobState::Killed) =>
+        {
+            Ok(job)
+        }
+        _ => Err(stale()),
+    }
+}
+
+/// A heartbeat renews the lease of a running job. An aborted job answers `abort` with no event.
+pub(super) fn heartbeat(
+    state: &State,
+    caller: &Caller<'_>,
+    ctx: &Ctx,
+    id: Uuid,
+    lease_id: Uuid,
+) -> Result<Vec<Event>, Rejection> {
+    let job = leased(state, caller, id, lease_id)?;
+    if job.state != JobState::Running {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Event::LeaseRenewed {
+        id,
+        lease_expires_at: ctx.at + ctx.rules.lease_ms(),
+    }])
+}
+
+pub(super) fn finish(
+    state: &State,
+    caller: &Caller<'_>,
+    id: Uuid,
+    lease_id: Uuid,
+    end: JobState,
+    exit_code: Option<i32>,
+    message: Option<&str>,
+) -> Result<Vec<Event>, Rejection> {
+    let job = leased(state, caller, id, lease_id)?;
+    if !matches!(
+        end,
+        JobState::Finished | JobState::Failure | JobState::Error | JobState::Killed
+    ) {
+        return Err(Rejection::invalid(
+            "invalid_state",
+            "state",
+            "a runner finishes a job as finished, failure, error or killed",
+        ));
+    }
+    if job.state != JobState::Running {
+        // Aborted while it ran: the kill already stands.
+        return Ok(Vec::new());
+    }
+    Ok(end_jobs(
+        state,
+        vec![(id, end, exit_code, message.map(|m| truncate(m, 4096)))],
+    ))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+pub(super) fn expire_leases(state: &State, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+    let lost = state
+        .expired_leases(ctx.at)
+        .map(|j| (j.id, JobState::Error, None, Some("runner lost".to_string())))
+        .collect();
+    Ok(end_jobs(state, lost))
+}
