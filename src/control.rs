@@ -7,13 +7,14 @@
 //! fails, the working copy is reset from the shared one and every caller in the batch gets an
 //! error: nothing unacknowledged becomes visible, nothing acknowledged is lost.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::domain::{self, Command, Ctx, Millis, Plane, Principal, Rejection, Reply, Rules, State};
@@ -59,11 +60,31 @@ pub struct Options {
 
 enum Msg {
     Submit(Box<Submission>, ReplyTo),
+    /// Nothing to do but close windows of coalesced refusals that have run out.
+    Tick,
     Close,
+}
+
+/// Refusals with these codes are logged once per principal per window; repeats within the
+/// window are answered but only counted, and the count is logged when the window closes
+/// (DESIGN rule 4: a flood of refused calls must not grow the log without bound).
+const COALESCED_CODES: &[&str] = &["rate_limited"];
+const COALESCE_WINDOW_MS: Millis = 60_000;
+
+struct Window {
+    plane: Plane,
+    op: String,
+    status: u16,
+    opened_at: Millis,
+    repeats: u64,
+    first_at: Millis,
+    last_at: Millis,
 }
 
 pub struct Control {
     tx: mpsc::Sender<Msg>,
+    /// The head seq of the readable state, for anyone waiting for something to change.
+    changes: watch::Receiver<u64>,
     state: Arc<RwLock<State>>,
     store: Arc<Store>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -92,7 +113,10 @@ impl Control {
         let state = replay(&store)?;
         let shared = Arc::new(RwLock::new(state.clone()));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (changed, changes) = watch::channel(state.head_seq);
         let writer = Writer {
+            windows: HashMap::new(),
+            changed,
             store: store.clone(),
             shared: shared.clone(),
             last_at: state.audit.last().map_or(0, |e| e.at),
@@ -108,6 +132,7 @@ impl Control {
             })?;
         Ok(Control {
             tx,
+            changes,
             state: shared,
             store,
             writer: Mutex::new(Some(handle)),
@@ -119,7 +144,7 @@ impl Control {
     pub async fn submit(&self, submission: Submission) -> Result<Submitted, ControlError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Submit(Box::new(submission), tx))
+            .send(Msg::Submit(Box::new(submission), Some(tx)))
             .await
             .map_err(|_| ControlError::Closed)?;
         rx.await.map_err(|_| ControlError::Closed)?
@@ -132,6 +157,16 @@ impl Control {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Lets the writer close windows of coalesced refusals that have run out.
+    pub fn tick(&self) {
+        let _ = self.tx.try_send(Msg::Tick);
+    }
+
+    /// Wakes whenever commits have been applied to the readable state.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
     }
 
     /// Stops accepting commands, lets everything already queued finish, flushes the log and
@@ -155,6 +190,8 @@ impl Drop for Control {
 }
 
 struct Writer {
+    windows: HashMap<(Principal, String), Window>,
+    changed: watch::Sender<u64>,
     store: Arc<Store>,
     shared: Arc<RwLock<State>>,
     working: State,
@@ -162,7 +199,7 @@ struct Writer {
     last_at: Millis,
 }
 
-type ReplyTo = oneshot::Sender<Result<Submitted, ControlError>>;
+type ReplyTo = Option<oneshot::Sender<Result<Submitted, ControlError>>>;
 /// An answer, and the sealed record (seq, bytes, commit) that must be durable before it is sent.
 type Processed = (Answer, Option<(u64, Vec<u8>, Commit)>);
 
@@ -187,22 +224,95 @@ impl Writer {
                 }
             }
             let mut pending = Vec::with_capacity(batch.len());
+            if batch.iter().any(|m| matches!(m, Msg::Close)) {
+                closing = true;
+            }
+            self.close_windows(now_ms(), closing, &mut pending);
             for msg in batch {
-                match msg {
-                    Msg::Close => closing = true,
-                    Msg::Submit(s, reply_to) => pending.push((self.process(*s), reply_to)),
+                if let Msg::Submit(s, reply_to) = msg {
+                    pending.push((self.process(*s), reply_to));
                 }
             }
             self.commit_group(pending);
         }
         rx.close();
         while let Ok(msg) = rx.try_recv() {
-            if let Msg::Submit(_, reply_to) = msg {
+            if let Msg::Submit(_, Some(reply_to)) = msg {
                 let _ = reply_to.send(Err(ControlError::Closed));
             }
         }
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "final flush of the log failed");
+        }
+    }
+
+    /// Logs one commit for each window of coalesced refusals that has run out (all of them
+    /// when closing).
+    fn close_windows(&mut self, now: Millis, all: bool, pending: &mut Vec<(Processed, ReplyTo)>) {
+        let due: Vec<(Principal, String)> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| all || now - w.opened_at >= COALESCE_WINDOW_MS)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let Some(w) = self.windows.remove(&key) else {
+                continue;
+            };
+            if w.repeats == 0 {
+                continue;
+            }
+            let summary = Submission {
+                principal: key.0,
+                plane: w.plane,
+                request_id: String::new(),
+                idempotency_key: None,
+                command: Command::Coalesced {
+                    op: w.op,
+                    status: w.status,
+                    code: key.1,
+                    count: w.repeats,
+                    first_at: w.first_at,
+                    last_at: w.last_at,
+                },
+            };
+            pending.push((self.process(summary), None));
+        }
+    }
+
+    /// Whether this refusal only counts towards an open window instead of being logged.
+    fn coalesced(&mut self, s: &Submission, r: &Rejection, at: Millis) -> bool {
+        if matches!(s.command, Command::Coalesced { .. })
+            || !COALESCED_CODES.contains(&r.code.as_str())
+        {
+            return false;
+        }
+        let key = (s.principal, r.code.clone());
+        match self.windows.get_mut(&key) {
+            Some(w) if at - w.opened_at < COALESCE_WINDOW_MS => {
+                if w.repeats == 0 {
+                    w.first_at = at;
+                }
+                w.repeats += 1;
+                w.last_at = at;
+                true
+            }
+            _ => {
+                // The window's earlier repeats, if any, were logged at the top of this batch.
+                self.windows.insert(
+                    key,
+                    Window {
+                        plane: s.plane,
+                        op: s.command.op().to_string(),
+                        status: r.status,
+                        opened_at: at,
+                        repeats: 0,
+                        first_at: at,
+                        last_at: at,
+                    },
+                );
+                false
+            }
         }
     }
 
@@ -230,6 +340,11 @@ impl Writer {
             None => Ok(()),
         }
         .and_then(|()| domain::decide(&self.working, &s.command, &ctx));
+        if let Err(r) = &decided
+            && self.coalesced(&s, r, at)
+        {
+            return (Answer::Remembered(Err(r.clone())), None);
+        }
         let (outcome, events) = match decided {
             Ok(events) => (Outcome::Accepted, events),
             Err(r) => (
@@ -284,12 +399,19 @@ impl Writer {
         match written {
             Ok(()) => {
                 if !commits.is_empty() {
-                    let mut shared = self.shared.write();
-                    for c in &commits {
-                        shared.apply(c);
-                    }
+                    let head = {
+                        let mut shared = self.shared.write();
+                        for c in &commits {
+                            shared.apply(c);
+                        }
+                        shared.head_seq
+                    };
+                    self.changed.send_replace(head);
                 }
                 for (answer, reply_to) in answers {
+                    let Some(reply_to) = reply_to else {
+                        continue;
+                    };
                     let _ = reply_to.send(match answer {
                         Answer::Committed(seq, result) => Ok(Submitted {
                             seq: Some(seq),
@@ -305,7 +427,7 @@ impl Writer {
                 // The working copy ran ahead of the disk; fall back to what is durable.
                 self.working = self.shared.read().clone();
                 let why = e.to_string();
-                for (_, reply_to) in answers {
+                for reply_to in answers.into_iter().filter_map(|(_, r)| r) {
                     let _ = reply_to.send(Err(ControlError::WriteFailed(why.clone())));
                 }
             }

@@ -95,6 +95,7 @@ pub struct RunningServer {
     control: Arc<Control>,
     stop: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
+    timers: JoinHandle<()>,
 }
 
 impl Server {
@@ -137,6 +138,7 @@ impl Server {
                 })
                 .await
         });
+        let timers = tokio::spawn(timers(control.clone(), stop.subscribe()));
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), sync = ?cfg.sync, "reeve is serving");
         Ok(RunningServer {
             addr,
@@ -145,6 +147,7 @@ impl Server {
             control,
             stop,
             serving,
+            timers,
         })
     }
 }
@@ -172,6 +175,7 @@ impl RunningServer {
     /// flushes the log.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        let _ = self.timers.await;
         match self.serving.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server stopped with an error"),
@@ -179,6 +183,44 @@ impl RunningServer {
         }
         self.control.close().await;
         tracing::info!("reeve stopped; the log is flushed");
+    }
+}
+
+/// Every 5 s lets the writer close coalescing windows; every 250 ms ends running jobs whose
+/// lease ran out. The expiry is a command reeve submits to itself, so
+/// it is in the log like everything else; the rule (which leases are out) is in `decide`.
+async fn timers(control: Arc<Control>, mut stop: watch::Receiver<bool>) {
+    const TICK: std::time::Duration = std::time::Duration::from_millis(250);
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(20) {
+            control.tick();
+        }
+        let due = control
+            .state()
+            .expired_leases(api::now_ms())
+            .next()
+            .is_some();
+        if !due {
+            continue;
+        }
+        let submitted = control
+            .submit(Submission {
+                principal: Principal::System,
+                plane: Plane::System,
+                request_id: Uuid::now_v7().to_string(),
+                idempotency_key: None,
+                command: Command::ExpireLeases,
+            })
+            .await;
+        if let Err(e) = submitted {
+            tracing::warn!(error = %e, "could not expire leases");
+        }
     }
 }
 

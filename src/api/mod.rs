@@ -2,9 +2,11 @@
 //! [`Command`] and submit it, or read a projection; they never decide anything themselves.
 
 pub mod audit;
+pub mod builds;
 pub mod openapi;
 pub mod problem;
 pub mod projects;
+pub mod runner;
 pub mod tokens;
 pub mod watches;
 
@@ -46,6 +48,9 @@ pub fn router(state: AppState) -> Router {
         .merge(projects::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
+        .merge(builds::routes())
+        .merge(runner::routes())
+        .nest("/mcp", builds::mcp_routes())
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi::serve));
     Router::new()

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, problem, projects, tokens, watches};
+use super::{audit, builds, problem, projects, runner, tokens, watches};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,12 +15,15 @@ use super::{audit, problem, projects, tokens, watches};
         watches::list_or_lookup, watches::show, watches::create, watches::update,
         watches::update_by_uri, watches::delete, watches::delete_by_uri, watches::trigger,
         watches::trigger_by_uri,
-        projects::list, projects::show, projects::create,
+        projects::list, projects::show, projects::create, projects::update,
+        builds::list, builds::show, builds::show_job, builds::trigger, builds::restart_build,
+        builds::abort_build, builds::restart_job, builds::rerun_job, builds::abort_job,
+        runner::claim, runner::heartbeat, runner::finish,
         tokens::list, tokens::create, tokens::revoke,
         audit::list,
     ),
     components(schemas(problem::ProblemDoc)),
-    modifiers(&Bearer),
+    modifiers(&Bearer, &McpNamespace),
 )]
 pub struct ApiDoc;
 
@@ -38,4 +41,61 @@ impl Modify for Bearer {
 
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+/// The MCP REST namespace serves five of the build verbs with the same handlers; document them
+/// by mirroring the plain operations (aborts answer DELETE there).
+struct McpNamespace;
+
+impl Modify for McpNamespace {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::HttpMethod;
+        let verbs = [
+            (
+                "/projects/{project}/builds/{build}/restart",
+                HttpMethod::Post,
+                HttpMethod::Post,
+            ),
+            (
+                "/projects/{project}/builds/{build}/abort",
+                HttpMethod::Post,
+                HttpMethod::Delete,
+            ),
+            (
+                "/projects/{project}/jobs/{job}/restart",
+                HttpMethod::Post,
+                HttpMethod::Post,
+            ),
+            (
+                "/projects/{project}/jobs/{job}/rerun",
+                HttpMethod::Post,
+                HttpMethod::Post,
+            ),
+            (
+                "/projects/{project}/jobs/{job}/abort",
+                HttpMethod::Post,
+                HttpMethod::Delete,
+            ),
+        ];
+        for (path, from, to) in verbs {
+            let Some(item) = openapi.paths.paths.get(&format!("/api/v1{path}")) else {
+                continue;
+            };
+            let op = match from {
+                HttpMethod::Post => item.post.clone(),
+                _ => None,
+            };
+            if let Some(mut op) = op {
+                op.tags = Some(vec!["mcp".to_string()]);
+                op.operation_id = op.operation_id.map(|id| format!("mcp_{id}"));
+                op.description = Some(
+                    "MCP tokens only (kind mcp); spends the token's trigger bucket; audited with plane mcp."
+                        .to_string(),
+                );
+                openapi
+                    .paths
+                    .add_path_operation(format!("/api/v1/mcp{path}"), vec![to], op);
+            }
+        }
+    }
 }

@@ -10,14 +10,15 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::builds::PipelineBody;
 use super::problem::ProblemDoc;
 use super::{AppState, Problem, mutate, parse_body, read, rfc3339, unexpected};
-use crate::domain::{Command, Project, Reply};
+use crate::domain::{Command, Pipeline, Project, Reply};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/projects", get(list).post(create))
-        .route("/projects/{id}", get(show))
+        .route("/projects/{id}", get(show).patch(update))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -26,6 +27,9 @@ pub struct ProjectView {
     pub name: String,
     pub created_at: String,
     pub created_by: String,
+    /// What a build runs when triggered without a pipeline; null when unset.
+    #[schema(value_type = Option<Object>)]
+    pub default_pipeline: Option<serde_json::Value>,
 }
 
 impl From<&Project> for ProjectView {
@@ -35,6 +39,10 @@ impl From<&Project> for ProjectView {
             name: p.name.clone(),
             created_at: rfc3339(p.created_at),
             created_by: p.created_by.to_string(),
+            default_pipeline: p
+                .default_pipeline
+                .as_ref()
+                .and_then(|d| serde_json::to_value(d).ok()),
         }
     }
 }
@@ -51,6 +59,23 @@ pub struct CreateProjectBody {
     pub id: String,
     /// Defaults to the id.
     pub name: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProjectBody {
+    pub name: Option<String>,
+    /// A pipeline, or null to remove the default.
+    #[serde(default, deserialize_with = "some_pipeline")]
+    #[schema(value_type = Option<PipelineBody>)]
+    pub default_pipeline: Option<Option<PipelineBody>>,
+}
+
+/// Distinguishes an absent default (leave it) from `null` (remove it).
+fn some_pipeline<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<PipelineBody>>, D::Error> {
+    Option::<PipelineBody>::deserialize(d).map(Some)
 }
 
 fn not_found(id: &str) -> Problem {
@@ -133,6 +158,36 @@ pub async fn create(
             }
             Ok(resp)
         }
+        other => Err(unexpected(other)),
+    }
+}
+
+#[utoipa::path(patch, path = "/api/v1/projects/{id}", tag = "projects",
+    request_body = UpdateProjectBody,
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses(
+        (status = 200, body = ProjectView),
+        (status = 400, description = "invalid_json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "admin_required", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "project_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_body, nothing_to_change, invalid_pipeline", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let command = parse_body::<UpdateProjectBody>(body).map(|b| Command::UpdateProject {
+        id,
+        name: b.name,
+        default_pipeline: b.default_pipeline.map(|p| p.map(Pipeline::from)),
+    });
+    let done = mutate(&app, &headers, "update_project", true, command).await?;
+    match &done.reply {
+        Reply::Project(p) => Ok(Json(ProjectView::from(p)).into_response()),
         other => Err(unexpected(other)),
     }
 }

@@ -144,6 +144,8 @@ pub struct Build {
     pub restarted_from: Option<Uuid>,
     /// Every job, superseded ones included, in creation order.
     pub jobs: Vec<Uuid>,
+    /// Creation order among all builds (newest first in listings).
+    pub order: u64,
     pub version: u64,
 }
 
@@ -162,6 +164,28 @@ pub struct Relink {
     pub from: Uuid,
     pub to: Uuid,
     pub name: String,
+}
+
+/// A build's state from its jobs: any queued, scheduled or running → running; else the worst
+/// of killed > error > failure > finished. Superseded and skipped jobs do not count.
+pub fn derived_state<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> JobState {
+    let rank = |s: JobState| match s {
+        JobState::Killed => 4,
+        JobState::Error => 3,
+        JobState::Failure => 2,
+        JobState::Finished => 1,
+        _ => 0,
+    };
+    let mut worst = JobState::Finished;
+    for job in jobs.into_iter().filter(|j| j.superseded_by.is_none()) {
+        match job.state {
+            JobState::Queued | JobState::Scheduled | JobState::Running => return JobState::Running,
+            JobState::Skipped => {}
+            s if rank(s) > rank(worst) => worst = s,
+            _ => {}
+        }
+    }
+    worst
 }
 
 fn build_not_found(id: Uuid) -> Rejection {
@@ -201,33 +225,7 @@ fn precondition(kind: &str, want: u64, have: u64) -> Rejection {
 impl State {
     /// The build's state, derived from its jobs that are not superseded.
     pub fn build_state(&self, build: &Build) -> JobState {
-        let mut worst = None;
-        let rank = |s: JobState| match s {
-            JobState::Killed => 4,
-            JobState::Error => 3,
-            JobState::Failure => 2,
-            JobState::Finished => 1,
-            _ => 0,
-        };
-        for job in build
-            .jobs
-            .iter()
-            .filter_map(|id| self.jobs.get(id))
-            .filter(|j| j.superseded_by.is_none())
-        {
-            match job.state {
-                JobState::Queued | JobState::Scheduled | JobState::Running => {
-                    return JobState::Running;
-                }
-                JobState::Skipped => {}
-                s => {
-                    if worst.is_none_or(|w| rank(s) > rank(w)) {
-                        worst = Some(s);
-                    }
-                }
-            }
-        }
-        worst.unwrap_or(JobState::Finished)
+        derived_state(build.jobs.iter().filter_map(|id| self.jobs.get(id)))
     }
 
     pub fn project_visible(&self, caller: &Caller<'_>, project: &str) -> Result<(), Rejection> {

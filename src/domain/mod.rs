@@ -17,7 +17,9 @@ mod token;
 mod watch;
 
 pub use audit::AuditEntry;
-pub use build::{Build, Cloned, Job, JobDep, JobState, Lease, NewJob, Relink, Trigger};
+pub use build::{
+    Build, Cloned, Job, JobDep, JobState, Lease, NewJob, Relink, Trigger, derived_state,
+};
 pub use pipeline::{Accept, Dependency, JobSpec, Pipeline};
 pub use project::Project;
 pub use state::{Caller, State};

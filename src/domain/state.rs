@@ -475,6 +475,7 @@ impl State {
                         aborted: false,
                         restarted_from: *restarted_from,
                         jobs: Vec::new(),
+                        order: self.builds.len() as u64 + 1,
                         version: 0,
                     },
                 );

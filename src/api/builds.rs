@@ -1,0 +1,625 @@
+//! `/api/v1/projects/{p}/builds` and `/jobs`: trigger, read, restart, rerun and abort. The
+//! same handlers serve the MCP namespace `/api/v1/mcp/projects/{p}/...`; only the plane
+//! differs, and with it who is admitted and which bucket is spent.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::problem::ProblemDoc;
+use super::{AppState, Problem, etag, if_match, parse_body, read, rfc3339, submit_on, unexpected};
+use crate::domain::{
+    Accept, Build, Command, Dependency, Job, JobSpec, JobState, Pipeline, Plane, Reply,
+    State as Domain, derived_state,
+};
+
+/// The plain routes (under `/api/v1`).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/projects/{project}/builds", get(list).post(trigger))
+        .route("/projects/{project}/builds/{build}", get(show))
+        .route("/projects/{project}/jobs/{job}", get(show_job))
+        .merge(verbs())
+        .layer(Extension(Plane::Rest))
+}
+
+/// The five verbs agents may use, under `/api/v1/mcp`.
+pub fn mcp_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/projects/{project}/builds/{build}/restart",
+            post(restart_build),
+        )
+        .route(
+            "/projects/{project}/builds/{build}/abort",
+            axum::routing::delete(abort_build),
+        )
+        .route("/projects/{project}/jobs/{job}/restart", post(restart_job))
+        .route("/projects/{project}/jobs/{job}/rerun", post(rerun_job))
+        .route(
+            "/projects/{project}/jobs/{job}/abort",
+            axum::routing::delete(abort_job),
+        )
+        .layer(Extension(Plane::Mcp))
+}
+
+fn verbs() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/projects/{project}/builds/{build}/restart",
+            post(restart_build),
+        )
+        .route(
+            "/projects/{project}/builds/{build}/abort",
+            post(abort_build).delete(abort_build),
+        )
+        .route("/projects/{project}/jobs/{job}/restart", post(restart_job))
+        .route("/projects/{project}/jobs/{job}/rerun", post(rerun_job))
+        .route(
+            "/projects/{project}/jobs/{job}/abort",
+            post(abort_job).delete(abort_job),
+        )
+}
+
+// ---- wire shapes ----
+
+#[derive(Serialize, ToSchema)]
+pub struct DependencyView {
+    pub job: String,
+    pub job_id: Uuid,
+    pub on: Vec<Accept>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub build_id: Uuid,
+    pub name: String,
+    pub state: JobState,
+    pub run: String,
+    pub env: BTreeMap<String, String>,
+    pub timeout_seconds: Option<u64>,
+    pub depends_on: Vec<DependencyView>,
+    pub superseded_by: Option<Uuid>,
+    pub cloned_from: Option<Uuid>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    pub version: u64,
+}
+
+impl From<&Job> for JobView {
+    fn from(j: &Job) -> JobView {
+        JobView {
+            id: j.id,
+            build_id: j.build_id,
+            name: j.name.clone(),
+            state: j.state,
+            run: j.run.clone(),
+            env: j.env.clone(),
+            timeout_seconds: j.timeout_seconds,
+            depends_on: j
+                .depends_on
+                .iter()
+                .map(|d| DependencyView {
+                    job: d.job.clone(),
+                    job_id: d.job_id,
+                    on: d.on.clone(),
+                })
+                .collect(),
+            superseded_by: j.superseded_by,
+            cloned_from: j.cloned_from,
+            created_at: rfc3339(j.created_at),
+            started_at: j.started_at.map(rfc3339),
+            finished_at: j.finished_at.map(rfc3339),
+            exit_code: j.exit_code,
+            message: j.message.clone(),
+            version: j.version,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BuildView {
+    pub id: Uuid,
+    pub project: String,
+    pub number: u64,
+    pub restart_counter: u64,
+    pub state: JobState,
+    /// api, mcp or watch
+    pub trigger: String,
+    pub watch_id: Option<Uuid>,
+    pub restarted_from: Option<Uuid>,
+    pub aborted: bool,
+    pub created_at: String,
+    pub created_by: String,
+    pub version: u64,
+    /// Every job, superseded ones included, in creation order. Absent in listings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<Vec<JobView>>,
+}
+
+impl BuildView {
+    fn new(state: JobState, b: &Build, jobs: Option<Vec<JobView>>) -> BuildView {
+        BuildView {
+            id: b.id,
+            project: b.project.clone(),
+            number: b.number,
+            restart_counter: b.restart_counter,
+            state,
+            trigger: b.trigger.as_str().to_string(),
+            watch_id: match b.trigger {
+                crate::domain::Trigger::Watch(w) => Some(w),
+                _ => None,
+            },
+            restarted_from: b.restarted_from,
+            aborted: b.aborted,
+            created_at: rfc3339(b.created_at),
+            created_by: b.created_by.to_string(),
+            version: b.version,
+            jobs,
+        }
+    }
+
+    /// A build with its jobs.
+    pub fn with_jobs<'a>(b: &Build, jobs: impl IntoIterator<Item = &'a Job> + Clone) -> BuildView {
+        let views = jobs.clone().into_iter().map(JobView::from).collect();
+        BuildView::new(derived_state(jobs), b, Some(views))
+    }
+
+    /// A build as the state has it now, with its jobs.
+    pub fn full(state: &Domain, b: &Build) -> BuildView {
+        BuildView::with_jobs(b, b.jobs.iter().filter_map(|j| state.jobs.get(j)))
+    }
+
+    /// A build without its jobs, for listings.
+    pub fn summary(state: &Domain, b: &Build) -> BuildView {
+        BuildView::new(state.build_state(b), b, None)
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BuildList {
+    pub builds: Vec<BuildView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Aborted {
+    /// The jobs this call killed (empty when there was nothing left to kill).
+    pub aborted: Vec<Uuid>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClonedView {
+    pub from: Uuid,
+    pub to: Uuid,
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Restarted {
+    pub jobs: Vec<ClonedView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Rerun {
+    pub job: JobView,
+}
+
+/// A dependency: a job name, or `{job, on}` to accept other parent states.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum DependencyBody {
+    Name(String),
+    Full {
+        job: String,
+        /// finished, failure, error, killed, skipped or "*"; default ["finished"].
+        #[serde(default = "finished")]
+        on: Vec<Accept>,
+    },
+}
+
+fn finished() -> Vec<Accept> {
+    vec![Accept::Finished]
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobBody {
+    /// `/`-separated segments of a-z, 0-9, '_' and '-'.
+    pub name: String,
+    /// A shell command (`sh -c`).
+    pub run: String,
+    #[serde(default)]
+    pub depends_on: Vec<DependencyBody>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineBody {
+    pub jobs: Vec<JobBody>,
+}
+
+impl From<PipelineBody> for Pipeline {
+    fn from(p: PipelineBody) -> Pipeline {
+        Pipeline::Jobs(
+            p.jobs
+                .into_iter()
+                .map(|j| JobSpec {
+                    name: j.name,
+                    run: j.run,
+                    depends_on: j
+                        .depends_on
+                        .into_iter()
+                        .map(|d| match d {
+                            DependencyBody::Name(job) => Dependency {
+                                job,
+                                on: finished(),
+                            },
+                            DependencyBody::Full { job, on } => Dependency { job, on },
+                        })
+                        .collect(),
+                    env: j.env,
+                    timeout_seconds: j.timeout_seconds,
+                })
+                .collect(),
+        )
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    /// The project's default pipeline when absent.
+    pub pipeline: Option<PipelineBody>,
+    /// Added to every job's environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BuildQuery {
+    /// From `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1-200, default 20.
+    pub limit: Option<usize>,
+}
+
+// ---- helpers ----
+
+fn parse_id(raw: &str, what: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw).map_err(|_| {
+        Problem::bad_request(
+            &format!("invalid_{what}_id"),
+            format!("{raw:?} is not a {what} id (a UUID)"),
+        )
+    })
+}
+
+fn build_response(status: StatusCode, view: BuildView) -> Response {
+    (status, [etag(view.version)], Json(view)).into_response()
+}
+
+fn reply_build(status: StatusCode, reply: Reply, project: &str) -> Result<Response, Problem> {
+    match reply {
+        Reply::Build(b, jobs) => {
+            // The snapshot taken when the commit was applied: a retry shows the same answer.
+            let view = BuildView::with_jobs(&b, jobs.iter());
+            let mut resp = build_response(status, view);
+            if let Ok(loc) = format!("/api/v1/projects/{project}/builds/{}", b.id).parse() {
+                resp.headers_mut().insert(header::LOCATION, loc);
+            }
+            Ok(resp)
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn reply_aborted(reply: Reply) -> Result<Response, Problem> {
+    match reply {
+        Reply::Aborted(aborted) => Ok(Json(Aborted { aborted }).into_response()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+// ---- reads ----
+
+#[utoipa::path(get, path = "/api/v1/projects/{project}/builds", tag = "builds",
+    params(("project" = String, Path), BuildQuery),
+    responses(
+        (status = 200, description = "Newest first, without jobs", body = BuildList),
+        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "project_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    q: Result<Query<BuildQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=200).contains(&limit) {
+        return Err(Problem::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 200",
+        ));
+    }
+    let before = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<u64>().map_err(|_| {
+                Problem::bad_request(
+                    "invalid_query",
+                    "cursor must be a next_cursor from a previous page",
+                )
+            })
+        })
+        .transpose()?;
+    read(&app, &headers, |state, caller| {
+        state.project_visible(caller, &project)?;
+        let mut builds: Vec<&Build> = state
+            .builds
+            .values()
+            .filter(|b| b.project == project && before.is_none_or(|c| b.order < c))
+            .collect();
+        builds.sort_by_key(|b| std::cmp::Reverse(b.order));
+        let more = builds.len() > limit;
+        builds.truncate(limit);
+        let next_cursor = more
+            .then(|| builds.last().map(|b| b.order.to_string()))
+            .flatten();
+        Ok(Json(BuildList {
+            builds: builds
+                .into_iter()
+                .map(|b| BuildView::summary(state, b))
+                .collect(),
+            next_cursor,
+        })
+        .into_response())
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project}/builds/{build}", tag = "builds",
+    params(("project" = String, Path), ("build" = Uuid, Path)),
+    responses(
+        (status = 200, body = BuildView, headers(("ETag" = String))),
+        (status = 400, description = "invalid_build_id", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "project_not_found, build_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn show(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((project, raw)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    read(&app, &headers, |state, caller| {
+        let id = parse_id(&raw, "build")?;
+        let b = state.visible_build(caller, &project, id)?;
+        Ok(build_response(StatusCode::OK, BuildView::full(state, b)))
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project}/jobs/{job}", tag = "builds",
+    params(("project" = String, Path), ("job" = Uuid, Path)),
+    responses(
+        (status = 200, body = JobView, headers(("ETag" = String))),
+        (status = 400, description = "invalid_job_id", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "project_not_found, job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn show_job(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((project, raw)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    read(&app, &headers, |state, caller| {
+        let id = parse_id(&raw, "job")?;
+        let j = state.visible_job(caller, &project, id)?;
+        Ok((StatusCode::OK, [etag(j.version)], Json(JobView::from(j))).into_response())
+    })
+}
+
+// ---- mutations ----
+
+#[utoipa::path(post, path = "/api/v1/projects/{project}/builds", tag = "builds",
+    request_body = TriggerBody,
+    params(("project" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses(
+        (status = 201, body = BuildView, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, description = "invalid_json", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "project_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_body, invalid_pipeline, too_many_jobs, no_pipeline", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn trigger(
+    State(app): State<AppState>,
+    Extension(plane): Extension<Plane>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let command = parse_body::<TriggerBody>(body).map(|b| Command::TriggerBuild {
+        project: project.clone(),
+        pipeline: b.pipeline.map(Pipeline::from),
+        env: b.env,
+    });
+    let done = submit_on(&app, &headers, plane, "trigger_build", false, command).await?;
+    reply_build(StatusCode::CREATED, done.reply, &project)
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{project}/builds/{build}/restart", tag = "builds",
+    params(("project" = String, Path), ("build" = Uuid, Path),
+        ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    responses(
+        (status = 201, description = "The new generation", body = BuildView),
+        (status = 403, description = "trigger_not_allowed, mcp_token_required", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "project_not_found, build_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 412, description = "precondition_failed", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn restart_build(
+    State(app): State<AppState>,
+    Extension(plane): Extension<Plane>,
+    headers: HeaderMap,
+    Path((project, raw)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let command = parse_id(&raw, "build").map(|build| Command::RestartBuild {
+        project: project.clone(),
+        build,
+        if_match: if_match(&headers),
+    });
+    let done = submit_on(&app, &headers, plane, "restart_build", false, command).await?;
+    reply_build(StatusCode::CREATED, done.reply, &project)
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{project}/builds/{build}/abort", tag = "builds",
+    params(("project" = String, Path), ("build" = Uuid, Path),
+        ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    responses(
+        (status = 200, description = "Queued and running jobs killed (also DELETE)", body = Aborted),
+        (status = 403, description = "trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "project_not_found, build_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn abort_build(
+    State(app): State<AppState>,
+    Extension(plane): Extension<Plane>,
+    headers: HeaderMap,
+    Path((project, raw)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let command = parse_id(&raw, "build").map(|build| Command::AbortBuild {
+        project,
+        build,
+        if_match: if_match(&headers),
+    });
+    let done = submit_on(&app, &headers, plane, "abort_build", false, command).await?;
+    reply_aborted(done.reply)
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{project}/jobs/{job}/restart", tag = "builds",
+    params(("project" = String, Path), ("job" = Uuid, Path),
+        ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    responses(
+        (status = 201, description = "The job and its descendants, cloned", body = Restarted),
+        (status = 403, description = "trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "project_not_found, job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "job_not_terminal, job_superseded, descendant_running, create_jobs_not_restartable", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn restart_job(
+    State(app): State<AppState>,
+    Extension(plane): Extension<Plane>,
+    headers: HeaderMap,
+    Path((project, raw)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let command = parse_id(&raw, "job").map(|job| Command::RestartJob {
+        project,
+        job,
+        if_match: if_match(&headers),
+    });
+    let done = submit_on(&app, &headers, plane, "restart_job", false, command).await?;
+    match done.reply {
+        Reply::Cloned(c) => Ok((
+            StatusCode::CREATED,
+            Json(Restarted {
+                jobs: c
+                    .into_iter()
+                    .map(|c| ClonedView {
+                        from: c.from,
+                        to: c.to,
+                        name: c.name,
+                    })
+                    .collect(),
+            }),
+        )
+            .into_response()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{project}/jobs/{job}/rerun", tag = "builds",
+    params(("project" = String, Path), ("job" = Uuid, Path),
+        ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    responses(
+        (status = 201, description = "The clone; descendants now depend on it", body = Rerun),
+        (status = 403, description = "trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "project_not_found, job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "job_not_terminal, job_superseded, create_jobs_not_restartable", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn rerun_job(
+    State(app): State<AppState>,
+    Extension(plane): Extension<Plane>,
+    headers: HeaderMap,
+    Path((project, raw)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let command = parse_id(&raw, "job").map(|job| Command::RerunJob {
+        project,
+        job,
+        if_match: if_match(&headers),
+    });
+    let done = submit_on(&app, &headers, plane, "rerun_job", false, command).await?;
+    match done.reply {
+        Reply::Job(j) => Ok((
+            StatusCode::CREATED,
+            Json(Rerun {
+                job: JobView::from(j.as_ref()),
+            }),
+        )
+            .into_response()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{project}/jobs/{job}/abort", tag = "builds",
+    params(("project" = String, Path), ("job" = Uuid, Path),
+        ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    responses(
+        (status = 200, description = "Killed if queued or running; empty if already ended (also DELETE)", body = Aborted),
+        (status = 403, description = "trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "project_not_found, job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn abort_job(
+    State(app): State<AppState>,
+    Extension(plane): Extension<Plane>,
+    headers: HeaderMap,
+    Path((project, raw)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let command = parse_id(&raw, "job").map(|job| Command::AbortJob {
+        project,
+        job,
+        if_match: if_match(&headers),
+    });
+    let done = submit_on(&app, &headers, plane, "abort_job", false, command).await?;
+    reply_aborted(done.reply)
+}
