@@ -645,19 +645,11 @@ pub(super) fn restart_job(
             ),
         ));
     }
-    let names = build_names(state, build.id);
+    let mut namer = pipeline::CloneNamer::new(build_names(state, build.id));
     let clone_ids: HashMap<Uuid, (Uuid, String)> = members
         .iter()
         .enumerate()
-        .map(|(i, j)| {
-            (
-                j.id,
-                (
-                    ctx.nth_id(i as u32),
-                    pipeline::clone_name(&j.name, names.iter().copied()),
-                ),
-            )
-        })
+        .map(|(i, j)| (j.id, (ctx.nth_id(i as u32), namer.next(&j.name))))
         .collect();
     let clones = members
         .iter()

@@ -190,30 +190,47 @@ fn find_cycle<'a>(jobs: &'a [JobSpec], index: &HashMap<&str, usize>) -> Option<V
     None
 }
 
-/// The name a clone of `name` gets in a build that already has `existing` names: the last
-/// segment's `.N` suffix goes up by one from the highest used (`foo` → `foo.1` → `foo.2`).
-pub fn clone_name<'a>(name: &str, existing: impl Iterator<Item = &'a str>) -> String {
+/// Names clones within one build: the last segment's `.N` suffix goes up by one from the
+/// highest used (`foo` → `foo.1` → `foo.2`, never `foo.1.1`).
+pub struct CloneNamer {
+    /// `dir/base` (or `base`) → the highest suffix in use (0 for the bare name).
+    highest: HashMap<String, u64>,
+}
+
+impl CloneNamer {
+    pub fn new<'a>(existing: impl IntoIterator<Item = &'a str>) -> CloneNamer {
+        let mut highest: HashMap<String, u64> = HashMap::new();
+        for name in existing {
+            let (stem, n) = stem_and_suffix(name);
+            let h = highest.entry(stem).or_insert(0);
+            *h = (*h).max(n);
+        }
+        CloneNamer { highest }
+    }
+
+    pub fn next(&mut self, name: &str) -> String {
+        let (stem, _) = stem_and_suffix(name);
+        let h = self.highest.entry(stem.clone()).or_insert(0);
+        *h += 1;
+        format!("{stem}.{h}")
+    }
+}
+
+fn stem_and_suffix(name: &str) -> (String, u64) {
     let (dir, last) = match name.rsplit_once('/') {
         Some((d, l)) => (Some(d), l),
         None => (None, name),
     };
-    let base = split_suffix(last).0;
-    let stem = match dir {
-        Some(d) => format!("{d}/{base}"),
-        None => base.to_string(),
-    };
-    let highest = existing
-        .filter_map(|other| {
-            let (odir, olast) = match other.rsplit_once('/') {
-                Some((d, l)) => (Some(d), l),
-                None => (None, other),
-            };
-            let (obase, n) = split_suffix(olast);
-            (odir == dir && obase == base).then_some(n)
-        })
-        .max()
-        .unwrap_or(0);
-    format!("{stem}.{}", highest + 1)
+    let (base, n) = split_suffix(last);
+    match dir {
+        Some(d) => (format!("{d}/{base}"), n),
+        None => (base.to_string(), n),
+    }
+}
+
+/// The name a clone of `name` gets in a build that already has `existing` names.
+pub fn clone_name<'a>(name: &str, existing: impl Iterator<Item = &'a str>) -> String {
+    CloneNamer::new(existing).next(name)
 }
 
 fn split_suffix(segment: &str) -> (&str, u64) {
