@@ -581,6 +581,13 @@ fn check_retryable<'s>(
             format!("job {id} was already restarted as {by}; restart that one instead"),
         ));
     }
+    if state.builds.get(&job.build_id).is_some_and(|b| b.aborted) {
+        return Err(Rejection::new(
+            409,
+            "build_aborted",
+            "the build was aborted, so nothing in it runs again; restart the build instead",
+        ));
+    }
     if !job.state.is_restartable() {
         return Err(Rejection::new(
             409,
