@@ -571,7 +571,7 @@ pub async fn restart_job(
         (status = 201, description = "The clone; descendants now depend on it", body = Rerun),
         (status = 403, description = "trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "project_not_found, job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "job_not_terminal, job_superseded, create_jobs_not_restartable, build_aborted", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "job_not_terminal, job_superseded, descendant_running, create_jobs_not_restartable, build_aborted", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]

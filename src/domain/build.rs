@@ -710,6 +710,22 @@ pub(super) fn rerun_job(
     if_match: Option<u64>,
 ) -> Result<Vec<Event>, Rejection> {
     let job = check_retryable(state, caller, project, id, if_match)?;
+    // The children move under the clone, which starts queued: none of them may be running.
+    if let Some(busy) = state
+        .children(id)
+        .find(|c| matches!(c.state, JobState::Scheduled | JobState::Running))
+    {
+        return Err(Rejection::new(
+            409,
+            "descendant_running",
+            format!(
+                "child {} ({}) is {}; wait for it or abort it before rerunning its parent",
+                busy.name,
+                busy.id,
+                busy.state.as_str()
+            ),
+        ));
+    }
     let to = ctx.nth_id(0);
     let name = pipeline::clone_name(&job.name, build_names(state, job.build_id).into_iter());
     let relinks = state

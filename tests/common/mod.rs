@@ -519,3 +519,157 @@ pub fn contains_key(v: &Value, key: &str) -> bool {
         _ => false,
     }
 }
+
+// ---------------------------------------------------------------------------
+// Builds, jobs and the runner protocol.
+// ---------------------------------------------------------------------------
+
+/// The reserved first job of every build.
+pub const CREATE_JOBS: &str = "Create Jobs";
+
+/// A pipeline of trivial jobs; each entry is `(name, parents)` with the default `on`.
+pub fn pipeline(jobs: &[(&str, &[&str])]) -> Value {
+    let jobs: Vec<Value> = jobs
+        .iter()
+        .map(|(name, deps)| json!({ "name": name, "run": format!("echo {name}"), "depends_on": deps }))
+        .collect();
+    json!({ "jobs": jobs })
+}
+
+pub fn builds_path(project: &str) -> String {
+    format!("/projects/{project}/builds")
+}
+
+pub fn build_path(project: &str, build: &str) -> String {
+    format!("/projects/{project}/builds/{build}")
+}
+
+pub fn job_path(project: &str, job: &str) -> String {
+    format!("/projects/{project}/jobs/{job}")
+}
+
+/// The job called `name` in a build view; panics when there is none or several.
+#[track_caller]
+pub fn job_named<'a>(build: &'a Value, name: &str) -> &'a Value {
+    let hits: Vec<&Value> = build["jobs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("build has no jobs array: {build}"))
+        .iter()
+        .filter(|j| j["name"] == name)
+        .collect();
+    assert_eq!(hits.len(), 1, "expected one job named {name:?} in {build}");
+    hits[0]
+}
+
+/// The id of the job called `name` in a build view.
+#[track_caller]
+pub fn job_id(build: &Value, name: &str) -> String {
+    str_field(job_named(build, name), "id")
+}
+
+/// Every job name of a build view, sorted.
+#[track_caller]
+pub fn job_names(build: &Value) -> Vec<String> {
+    let mut names: Vec<String> = build["jobs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("build has no jobs array: {build}"))
+        .iter()
+        .map(|j| str_field(j, "name"))
+        .collect();
+    names.sort();
+    names
+}
+
+impl Api {
+    /// A runner token for all projects. It carries allow_trigger so that only the
+    /// token kind, never the trigger flag, decides what the runner routes accept.
+    pub async fn runner_token(&self) -> String {
+        self.create_token("runner", json!({}), true).await.1
+    }
+
+    /// Triggers a build with an inline pipeline and insists on 201.
+    pub async fn trigger_build(&self, token: &str, project: &str, pipeline: Value) -> Value {
+        let r = self
+            .post(
+                token,
+                &builds_path(project),
+                json!({ "pipeline": pipeline }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "trigger build in {project}: {}", r.text);
+        r.body
+    }
+
+    /// The build as the admin sees it now; panics unless it exists.
+    pub async fn build_now(&self, project: &str, build: &str) -> Value {
+        let r = self.get(&self.admin, &build_path(project, build)).await;
+        assert_eq!(r.status, 200, "GET build {build}: {}", r.text);
+        r.body
+    }
+
+    /// The job as the admin sees it now; panics unless it exists.
+    pub async fn job_now(&self, project: &str, job: &str) -> Value {
+        let r = self.get(&self.admin, &job_path(project, job)).await;
+        assert_eq!(r.status, 200, "GET job {job}: {}", r.text);
+        r.body
+    }
+
+    pub async fn claim_wait(&self, runner: &str, wait_seconds: u64) -> Resp {
+        self.post(
+            runner,
+            "/runner/claim",
+            json!({ "wait_seconds": wait_seconds }),
+        )
+        .await
+    }
+
+    /// One claim without waiting: the whole claim answer, or `None` on 204.
+    pub async fn claim(&self, runner: &str) -> Option<Value> {
+        let r = self.claim_wait(runner, 0).await;
+        match r.status {
+            200 => Some(r.body),
+            204 => {
+                assert!(r.text.is_empty(), "204 claim must have no body: {}", r.text);
+                None
+            }
+            s => panic!("claim: unexpected status {s}: {}", r.text),
+        }
+    }
+
+    pub async fn heartbeat(&self, runner: &str, job: &str, lease: &str) -> Resp {
+        self.post(
+            runner,
+            &format!("/runner/jobs/{job}/heartbeat"),
+            json!({ "lease_id": lease }),
+        )
+        .await
+    }
+
+    pub async fn finish(&self, runner: &str, job: &str, lease: &str, state: &str) -> Resp {
+        self.post(
+            runner,
+            &format!("/runner/jobs/{job}/finish"),
+            json!({ "lease_id": lease, "state": state }),
+        )
+        .await
+    }
+
+    /// Claims and finishes until nothing is claimable, ending each job in the state
+    /// `outcome` picks from its name. Returns the claimed jobs in claim order.
+    pub async fn drain(&self, runner: &str, outcome: impl Fn(&str) -> &'static str) -> Vec<Value> {
+        let mut claimed = Vec::new();
+        for _ in 0..1000 {
+            let Some(c) = self.claim(runner).await else {
+                return claimed;
+            };
+            let job = c["job"].clone();
+            let id = str_field(&job, "id");
+            let lease = str_field(&c, "lease_id");
+            let state = outcome(job["name"].as_str().unwrap_or_default());
+            let r = self.finish(runner, &id, &lease, state).await;
+            assert_eq!(r.status, 200, "finish {id} as {state}: {}", r.text);
+            claimed.push(job);
+        }
+        panic!("drain did not run out of claimable jobs");
+    }
+}
