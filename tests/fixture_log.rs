@@ -1,7 +1,8 @@
 //! The log format outlives the code: a data dir written by the first version of reeve is
 //! committed under `tests/fixtures/`, and every later version must still open, verify and replay
-//! it to the same state. Regenerate only when adding a new fixture for a new format version:
-//! `REEVE_WRITE_FIXTURE=1 cargo test --test fixture_log -- --ignored`.
+//! it to the same state. A committed fixture is never rewritten; a new one is added when new
+//! kinds of records appear (`REEVE_WRITE_FIXTURE=v1|builds cargo test --test fixture_log --
+//! --ignored` wrote the two here).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,10 @@ use reeve::log::{Commit, Store, SyncMode, Verifier};
 const FIXTURE: &str = "tests/fixtures/data-v1";
 const RECORDS: &str = "tests/fixtures/commits-v1.bin";
 const EXPECT: &str = "tests/fixtures/data-v1.expect.json";
+/// Written once builds and jobs existed: every build, job and runner event.
+const BUILDS_FIXTURE: &str = "tests/fixtures/data-v1-builds";
+const BUILDS_RECORDS: &str = "tests/fixtures/commits-v1-builds.bin";
+const BUILDS_EXPECT: &str = "tests/fixtures/data-v1-builds.expect.json";
 
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -63,30 +68,73 @@ fn summary(state: &State) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({
+    let mut summary = serde_json::json!({
         "head_seq": state.head_seq,
         "head_hash": hex::encode(state.head_hash),
         "projects": state.projects.keys().collect::<Vec<_>>(),
         "watches": watches,
         "tokens": tokens,
         "rejected": state.audit.iter().filter(|e| !e.accepted).count(),
-    })
+    });
+    if !state.builds.is_empty() {
+        let builds: Vec<serde_json::Value> = state
+            .builds
+            .values()
+            .map(|b| {
+                let jobs: Vec<serde_json::Value> = b
+                    .jobs
+                    .iter()
+                    .map(|j| &state.jobs[j])
+                    .map(|j| {
+                        serde_json::json!([j.name, j.state, j.superseded_by.is_some(), j.message])
+                    })
+                    .collect();
+                serde_json::json!({
+                    "number": b.number,
+                    "restart_counter": b.restart_counter,
+                    "state": state.build_state(b),
+                    "aborted": b.aborted,
+                    "jobs": jobs,
+                })
+            })
+            .collect();
+        summary["builds"] = serde_json::Value::Array(builds);
+    }
+    summary
 }
 
-#[test]
-fn fixture_data_dir_opens_verifies_and_replays() {
+fn data_dir_opens_verifies_and_replays(dir: &str, expect: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(FIXTURE), tmp.path());
+    copy_dir(&fixture(dir), tmp.path());
     let store = Store::open(tmp.path(), SyncMode::Durable).expect("the fixture data dir opens");
     let state = control::replay(&store).expect("the fixture log verifies and replays");
     let expected: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixture(EXPECT)).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(fixture(expect)).unwrap()).unwrap();
     assert_eq!(summary(&state), expected);
 }
 
 #[test]
+fn fixture_data_dir_opens_verifies_and_replays() {
+    data_dir_opens_verifies_and_replays(FIXTURE, EXPECT);
+}
+
+#[test]
+fn builds_fixture_data_dir_opens_verifies_and_replays() {
+    data_dir_opens_verifies_and_replays(BUILDS_FIXTURE, BUILDS_EXPECT);
+}
+
+#[test]
 fn fixture_records_decode_and_chain() {
-    let bytes = std::fs::read(fixture(RECORDS)).unwrap();
+    records_decode_and_chain(RECORDS, EXPECT);
+}
+
+#[test]
+fn builds_fixture_records_decode_and_chain() {
+    records_decode_and_chain(BUILDS_RECORDS, BUILDS_EXPECT);
+}
+
+fn records_decode_and_chain(records: &str, expect: &str) {
+    let bytes = std::fs::read(fixture(records)).unwrap();
     let mut rest = bytes.as_slice();
     let mut verifier = Verifier::default();
     let mut state = State::default();
@@ -100,7 +148,7 @@ fn fixture_records_decode_and_chain() {
         rest = tail;
     }
     let expected: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixture(EXPECT)).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(fixture(expect)).unwrap()).unwrap();
     assert_eq!(summary(&state), expected);
 }
 
@@ -108,7 +156,7 @@ fn fixture_records_decode_and_chain() {
 #[test]
 #[ignore = "writes the committed fixture; run by hand for a new format version"]
 fn write_fixture() {
-    if std::env::var_os("REEVE_WRITE_FIXTURE").is_none() {
+    if std::env::var("REEVE_WRITE_FIXTURE").as_deref() != Ok("v1") {
         return;
     }
     let dir = fixture(FIXTURE);
@@ -255,9 +303,14 @@ fn write_fixture() {
         }
         control.close().await;
     });
+    seal_fixture(&dir, RECORDS, EXPECT);
+}
+
+/// Writes the raw records and the expected summary beside a freshly written data dir.
+fn seal_fixture(dir: &Path, records_path: &str, expect_path: &str) {
     // Lock files belong to a running server, not to the fixture.
     let _ = std::fs::remove_file(dir.join("reeve.lock"));
-    let store = Store::open(&dir, SyncMode::Durable).unwrap();
+    let store = Store::open(dir, SyncMode::Durable).unwrap();
     let mut records = Vec::new();
     for seq in 1..=store.len() as u64 {
         let raw = store.raw(seq).unwrap().unwrap();
@@ -267,10 +320,185 @@ fn write_fixture() {
     let state = control::replay(&store).unwrap();
     drop(store);
     let _ = std::fs::remove_file(dir.join("reeve.lock"));
-    std::fs::write(fixture(RECORDS), records).unwrap();
+    std::fs::write(fixture(records_path), records).unwrap();
     std::fs::write(
-        fixture(EXPECT),
+        fixture(expect_path),
         serde_json::to_vec_pretty(&summary(&state)).unwrap(),
     )
     .unwrap();
+}
+
+/// Writes the builds fixture: triggers, expansion, claims, heartbeats, finishes with skips,
+/// restarts of jobs and builds, rerun, aborts, lease expiry, a default pipeline.
+#[test]
+#[ignore = "writes the committed fixture; run by hand for a new format version"]
+fn write_builds_fixture() {
+    use reeve::domain::{Accept, Dependency, JobSpec, JobState, Pipeline, Reply};
+    if std::env::var("REEVE_WRITE_FIXTURE").as_deref() != Ok("builds") {
+        return;
+    }
+    let dir = fixture(BUILDS_FIXTURE);
+    let _ = std::fs::remove_dir_all(&dir);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let options = Options {
+            rules: reeve::domain::Rules {
+                lease_secs: 0,
+                ..Default::default()
+            },
+            ..Options::default()
+        };
+        let control = Control::open(&dir, options).unwrap();
+        let sys = |command| Submission {
+            principal: Principal::System,
+            plane: Plane::System,
+            request_id: "fixture".into(),
+            idempotency_key: None,
+            command,
+        };
+        let job = |name: &str, deps: &[(&str, Accept)]| JobSpec {
+            name: name.into(),
+            run: format!("echo {name}"),
+            depends_on: deps
+                .iter()
+                .map(|(d, on)| Dependency {
+                    job: d.to_string(),
+                    on: vec![*on],
+                })
+                .collect(),
+            env: BTreeMap::from([("STAGE".to_string(), name.to_string())]),
+            timeout_seconds: Some(60),
+        };
+        let pipeline = Pipeline::Jobs(vec![
+            job("build", &[]),
+            job("test/unit", &[("build", Accept::Finished)]),
+            job("notify", &[("test/unit", Accept::Failure)]),
+            job("deploy", &[("test/unit", Accept::Finished)]),
+        ]);
+        let submit = |command| control.submit(sys(command));
+        submit(Command::CreateProject {
+            id: "app".into(),
+            name: None,
+        })
+        .await
+        .unwrap();
+        submit(Command::UpdateProject {
+            id: "app".into(),
+            name: Some("The app".into()),
+            default_pipeline: Some(Some(pipeline.clone())),
+        })
+        .await
+        .unwrap();
+        let trigger = || Command::TriggerBuild {
+            project: "app".into(),
+            pipeline: None,
+            env: BTreeMap::new(),
+        };
+        let first = submit(trigger()).await.unwrap();
+        let Ok(Reply::Build(b1, _)) = first.result else {
+            panic!("{:?}", first.result)
+        };
+        // build finishes, test/unit fails (deploy is skipped), notify runs and finishes.
+        let mut outcomes = vec![JobState::Finished, JobState::Failure, JobState::Finished];
+        let mut failed = None;
+        while let Ok(Reply::Claimed { job, lease_id, .. }) =
+            submit(Command::ClaimJob { labels: vec![] })
+                .await
+                .unwrap()
+                .result
+        {
+            submit(Command::Heartbeat {
+                job: job.id,
+                lease_id,
+            })
+            .await
+            .unwrap();
+            let state = outcomes.remove(0);
+            if state == JobState::Failure {
+                failed = Some(job.id);
+            }
+            submit(Command::FinishJob {
+                job: job.id,
+                lease_id,
+                state,
+                exit_code: Some(0),
+                message: None,
+            })
+            .await
+            .unwrap();
+        }
+        // Restart test/unit with its descendants, then rerun the clone once it errored.
+        let restarted = submit(Command::RestartJob {
+            project: "app".into(),
+            job: failed.unwrap(),
+            if_match: None,
+        })
+        .await
+        .unwrap();
+        let Ok(Reply::Cloned(clones)) = restarted.result else {
+            panic!("{:?}", restarted.result)
+        };
+        let unit1 = clones[0].to;
+        let claimed = submit(Command::ClaimJob { labels: vec![] }).await.unwrap();
+        let Ok(Reply::Claimed { lease_id, .. }) = claimed.result else {
+            panic!("{:?}", claimed.result)
+        };
+        submit(Command::FinishJob {
+            job: unit1,
+            lease_id,
+            state: JobState::Error,
+            exit_code: None,
+            message: Some("oom".into()),
+        })
+        .await
+        .unwrap();
+        submit(Command::RerunJob {
+            project: "app".into(),
+            job: unit1,
+            if_match: None,
+        })
+        .await
+        .unwrap();
+        // Claimed and left alone: the lease (0 s here) runs out.
+        submit(Command::ClaimJob { labels: vec![] }).await.unwrap();
+        submit(Command::ExpireLeases).await.unwrap();
+        // A new generation, aborted; restarting a job of it is refused.
+        let second = submit(Command::RestartBuild {
+            project: "app".into(),
+            build: b1.id,
+            if_match: None,
+        })
+        .await
+        .unwrap();
+        let Ok(Reply::Build(b2, jobs2)) = second.result else {
+            panic!("{:?}", second.result)
+        };
+        submit(Command::AbortBuild {
+            project: "app".into(),
+            build: b2.id,
+            if_match: None,
+        })
+        .await
+        .unwrap();
+        submit(Command::RestartJob {
+            project: "app".into(),
+            job: jobs2[1].id,
+            if_match: None,
+        })
+        .await
+        .unwrap();
+        let third = submit(trigger()).await.unwrap();
+        let Ok(Reply::Build(_, jobs3)) = third.result else {
+            panic!("{:?}", third.result)
+        };
+        submit(Command::AbortJob {
+            project: "app".into(),
+            job: jobs3[1].id,
+            if_match: None,
+        })
+        .await
+        .unwrap();
+        control.close().await;
+    });
+    seal_fixture(&dir, BUILDS_RECORDS, BUILDS_EXPECT);
 }
