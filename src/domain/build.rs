@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::pipeline::{self, Accept, CREATE_JOBS, Pipeline};
-use super::{Caller, Ctx, Event, Millis, Plane, Principal, Rejection, State};
+use super::{Caller, Ctx, Event, Millis, Plane, Principal, Rejection, State, check_if_match};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -209,16 +209,6 @@ fn project_not_found(project: &str) -> Rejection {
         404,
         "project_not_found",
         format!("no project {project:?}; GET /api/v1/projects lists yours"),
-    )
-}
-
-fn precondition(kind: &str, want: u64, have: u64) -> Rejection {
-    Rejection::new(
-        412,
-        "precondition_failed",
-        format!(
-            "If-Match names version {want} but the {kind} is at version {have}; GET it again and retry"
-        ),
     )
 }
 
@@ -484,9 +474,7 @@ pub(super) fn restart_build(
     if_match: Option<u64>,
 ) -> Result<Vec<Event>, Rejection> {
     let build = state.visible_build(caller, project, id)?;
-    if let Some(v) = if_match.filter(|v| *v != build.version) {
-        return Err(precondition("build", v, build.version));
-    }
+    check_if_match("build", if_match, build.version)?;
     let counter = state
         .builds_by_number
         .get(&(build.project.clone(), build.number))
@@ -517,9 +505,7 @@ pub(super) fn abort_build(
     if_match: Option<u64>,
 ) -> Result<Vec<Event>, Rejection> {
     let build = state.visible_build(caller, project, id)?;
-    if let Some(v) = if_match.filter(|v| *v != build.version) {
-        return Err(precondition("build", v, build.version));
-    }
+    check_if_match("build", if_match, build.version)?;
     let live: Vec<_> = build
         .jobs
         .iter()
@@ -543,9 +529,7 @@ pub(super) fn abort_job(
     if_match: Option<u64>,
 ) -> Result<Vec<Event>, Rejection> {
     let job = state.visible_job(caller, project, id)?;
-    if let Some(v) = if_match.filter(|v| *v != job.version) {
-        return Err(precondition("job", v, job.version));
-    }
+    check_if_match("job", if_match, job.version)?;
     if job.state.is_done() {
         return Ok(Vec::new());
     }
@@ -564,9 +548,7 @@ fn check_retryable<'s>(
     if_match: Option<u64>,
 ) -> Result<&'s Job, Rejection> {
     let job = state.visible_job(caller, project, id)?;
-    if let Some(v) = if_match.filter(|v| *v != job.version) {
-        return Err(precondition("job", v, job.version));
-    }
+    check_if_match("job", if_match, job.version)?;
     if job.name == CREATE_JOBS {
         return Err(Rejection::new(
             409,

@@ -414,6 +414,24 @@ impl Rejection {
     }
 }
 
+/// `If-Match`: refuses with 412 when the client's version of `what` is not the current one.
+pub(crate) fn check_if_match(
+    what: &str,
+    if_match: Option<u64>,
+    version: u64,
+) -> Result<(), Rejection> {
+    match if_match {
+        Some(v) if v != version => Err(Rejection::new(
+            412,
+            "precondition_failed",
+            format!(
+                "If-Match names version {v} but the {what} is at version {version}; GET it again and retry"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What the caller gets back for an accepted command: a snapshot of what it changed, taken
 /// from the state right after the commit was applied.
 #[derive(Clone, Debug, PartialEq)]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Caller, Ctx, Event, Millis, Principal, Rejection, State};
+use super::{Caller, Ctx, Event, Millis, Principal, Rejection, State, check_if_match};
 
 /// A year, in minutes.
 pub const MAX_INTERVAL_MINUTES: f64 = 525_600.0;
@@ -242,20 +242,6 @@ impl State {
     }
 }
 
-fn check_version(w: &Watch, if_match: Option<u64>) -> Result<(), Rejection> {
-    match if_match {
-        Some(v) if v != w.version => Err(Rejection::new(
-            412,
-            "precondition_failed",
-            format!(
-                "If-Match names version {v} but the watch is at version {}; GET it again and retry",
-                w.version
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
 pub(super) fn create(
     state: &State,
     caller: &Caller<'_>,
@@ -326,7 +312,7 @@ pub(super) fn update(
         ));
     }
     let w = state.resolve_watch(caller, key)?;
-    check_version(w, if_match)?;
+    check_if_match("watch", if_match, w.version)?;
     if let Some(v) = patch.watch_interval {
         validate_interval(v, ctx.rules.watch_interval_floor_secs)?;
     }
@@ -369,7 +355,7 @@ pub(super) fn delete(
     if_match: Option<u64>,
 ) -> Result<Vec<Event>, Rejection> {
     let w = state.resolve_watch(caller, key)?;
-    check_version(w, if_match)?;
+    check_if_match("watch", if_match, w.version)?;
     Ok(vec![Event::WatchDeleted {
         id: w.id,
         project: w.project.clone(),
