@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub lease_secs: u64,
     /// The most jobs one pipeline may have.
     pub max_jobs: usize,
+    /// Consecutive failed builds after which a watch pauses itself.
+    pub watch_failure_limit: u32,
     pub mcp_trigger_per_min: u32,
     pub mcp_read_per_min: u32,
     pub trigger_per_min: u32,
@@ -58,6 +60,7 @@ impl ServerConfig {
             admin_token: None,
             lease_secs: 60,
             max_jobs: 300,
+            watch_failure_limit: 5,
             mcp_trigger_per_min: Limits::default().mcp_trigger_per_min,
             mcp_read_per_min: Limits::default().mcp_read_per_min,
             trigger_per_min: Limits::default().trigger_per_min,
@@ -96,6 +99,7 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
     timers: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
 }
 
 impl Server {
@@ -107,6 +111,7 @@ impl Server {
                 watch_interval_floor_secs: cfg.watch_interval_floor_secs,
                 max_jobs: cfg.max_jobs,
                 lease_secs: cfg.lease_secs,
+                watch_failure_limit: cfg.watch_failure_limit,
             },
         };
         let control = tokio::task::spawn_blocking(move || Control::open(&dir, options))
@@ -139,6 +144,11 @@ impl Server {
                 .await
         });
         let timers = tokio::spawn(timers(control.clone(), stop.subscribe()));
+        let scheduler = tokio::spawn(scheduler(
+            control.clone(),
+            stop.subscribe(),
+            cfg.watch_failure_limit,
+        ));
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), sync = ?cfg.sync, "reeve is serving");
         Ok(RunningServer {
             addr,
@@ -148,6 +158,7 @@ impl Server {
             stop,
             serving,
             timers,
+            scheduler,
         })
     }
 }
@@ -176,6 +187,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.timers.await;
+        let _ = self.scheduler.await;
         match self.serving.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server stopped with an error"),
@@ -220,6 +232,73 @@ async fn timers(control: Arc<Control>, mut stop: watch::Receiver<bool>) {
             .await;
         if let Err(e) = submitted {
             tracing::warn!(error = %e, "could not expire leases");
+        }
+    }
+}
+
+/// Turns the watch projection into timed fire commands. One timer over the schedule index
+/// (ordered by `next_run_at`): it sleeps until the earliest run, or until any commit changes
+/// the state (a pause, resume, interval change or delete takes effect at once), then fires
+/// everything due. Whether a fire still stands (paused, deleted, not due) is `decide`'s call.
+async fn scheduler(control: Arc<Control>, mut stop: watch::Receiver<bool>, failure_limit: u32) {
+    const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+    let mut changes = control.subscribe();
+    // What was refused once is not asked again: a refusal is a commit, and asking again on
+    // the commit it made would loop.
+    let mut refused: std::collections::HashSet<(Uuid, &'static str, u64)> = Default::default();
+    loop {
+        let now = api::now_ms();
+        let (work, next) = {
+            let state = control.state();
+            let failing = state
+                .failing_watches(failure_limit)
+                .map(|w| (w.id, "pause", u64::from(w.consecutive_failures)));
+            let due = state
+                .due_watches(now)
+                .map(|(at, id)| (id, "fire", at as u64));
+            let work: Vec<_> = failing
+                .chain(due)
+                .filter(|k| !refused.contains(k))
+                .collect();
+            (work, state.next_watch_run())
+        };
+        for key in work {
+            let (id, what, _) = key;
+            let command = match what {
+                "pause" => Command::PauseFailingWatch { id },
+                _ => Command::FireWatch { id },
+            };
+            let submitted = control
+                .submit(Submission {
+                    principal: Principal::System,
+                    plane: Plane::Scheduler,
+                    request_id: Uuid::now_v7().to_string(),
+                    idempotency_key: None,
+                    command,
+                })
+                .await;
+            match submitted {
+                Ok(s) if s.result.is_err() => {
+                    refused.insert(key);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(watch = %id, error = %e, "scheduler could not submit"),
+            }
+        }
+        if refused.len() > 10_000 {
+            refused.clear();
+        }
+        let wait = next
+            .map(|at| {
+                std::time::Duration::from_millis(u64::try_from(at - api::now_ms()).unwrap_or(0))
+            })
+            .unwrap_or(IDLE)
+            .min(IDLE);
+        changes.mark_unchanged();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

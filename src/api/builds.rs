@@ -140,6 +140,8 @@ pub struct BuildView {
     /// api, mcp or watch
     pub trigger: String,
     pub watch_id: Option<Uuid>,
+    /// Added to every job's environment (for a watch's build: REEVE_WATCH_*).
+    pub env: BTreeMap<String, String>,
     pub restarted_from: Option<Uuid>,
     pub aborted: bool,
     pub created_at: String,
@@ -163,6 +165,7 @@ impl BuildView {
                 crate::domain::Trigger::Watch(w) => Some(w),
                 _ => None,
             },
+            env: b.env.clone(),
             restarted_from: b.restarted_from,
             aborted: b.aborted,
             created_at: rfc3339(b.created_at),

@@ -48,6 +48,10 @@ pub struct WatchView {
     pub next_run_at: Option<String>,
     pub last_run: Option<LastRunView>,
     pub consecutive_failures: u32,
+    /// Scheduled fires skipped because the previous build was still running.
+    pub skipped_overlap: u64,
+    /// Scheduled fires swallowed by downtime, collapsed into catch-up fires.
+    pub missed: u64,
     /// The watch's ETag: it counts changes to its settings.
     pub version: u64,
 }
@@ -84,6 +88,8 @@ impl From<&Watch> for WatchView {
                 missed: r.missed,
             }),
             consecutive_failures: w.consecutive_failures,
+            skipped_overlap: w.skipped_overlap,
+            missed: w.missed,
             version: w.version,
         }
     }

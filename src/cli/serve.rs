@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// The most jobs one pipeline may have.
     #[arg(long, env = "REEVE_MAX_JOBS", default_value_t = 300)]
     max_jobs: usize,
+    /// Consecutive failed builds after which a watch pauses itself.
+    #[arg(long, env = "REEVE_WATCH_FAILURE_LIMIT", default_value_t = 5)]
+    watch_failure_limit: u32,
     /// Changes per minute for each MCP token.
     #[arg(long, env = "REEVE_MCP_TRIGGER_PER_MIN", default_value_t = 5)]
     mcp_trigger_per_min: u32,
@@ -80,6 +83,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             .filter(|s| !s.trim().is_empty()),
         lease_secs: args.lease_secs.max(1),
         max_jobs: args.max_jobs.max(1),
+        watch_failure_limit: args.watch_failure_limit.max(1),
         mcp_trigger_per_min: args.mcp_trigger_per_min,
         mcp_read_per_min: args.mcp_read_per_min,
         trigger_per_min: args.trigger_per_min,

@@ -31,7 +31,18 @@ impl AuditEntry {
                 .and_then(|j| state.builds.get(&j.build_id))
                 .map(|b| b.project.clone())
         };
-        let (target, project) = match (&body.meta.command, body.events.first()) {
+        // A fire that starts a build leads with the build's events; the watch's comes last.
+        let watch_event = body.events.iter().rev().find(|e| {
+            matches!(
+                e,
+                Event::WatchRan { .. } | Event::WatchUpdated { .. } | Event::WatchDeleted { .. }
+            )
+        });
+        let first = match &body.meta.command {
+            Command::TriggerWatch { .. } => watch_event,
+            _ => body.events.first(),
+        };
+        let (target, project) = match (&body.meta.command, first) {
             (Command::CreateProject { id, .. }, _) => {
                 (Some(format!("project:{id}")), Some(id.clone()))
             }
@@ -54,7 +65,8 @@ impl AuditEntry {
                 Some(
                     Event::WatchUpdated { id, .. }
                     | Event::WatchDeleted { id, .. }
-                    | Event::WatchFired { id, .. },
+                    | Event::WatchFired { id, .. }
+                    | Event::WatchRan { id, .. },
                 ),
             ) => (Some(format!("watch:{id}")), watch_project(id)),
             (
@@ -98,6 +110,9 @@ impl AuditEntry {
                 (Some(format!("job:{job}")), job_project(job))
             }
             (Command::ExpireLeases, _) => (None, None),
+            (Command::FireWatch { id } | Command::PauseFailingWatch { id }, _) => {
+                (Some(format!("watch:{id}")), watch_project(id))
+            }
         };
         AuditEntry {
             seq: c.seq,

@@ -402,6 +402,7 @@ fn expand(pipeline: &Pipeline, create_jobs: Uuid, ctx: &Ctx, first_id: u32) -> V
 
 /// One generation of a build, about to be created.
 struct Generation<'a> {
+    trigger: Trigger,
     project: &'a str,
     number: u64,
     restart_counter: u64,
@@ -424,12 +425,44 @@ fn new_build(ctx: &Ctx, g: Generation<'_>) -> Vec<Event> {
             restart_counter: g.restart_counter,
             pipeline: g.pipeline.clone(),
             env: g.env.clone(),
-            trigger: Trigger::of_plane(ctx.plane),
+            trigger: g.trigger,
             create_jobs_id: create_jobs,
             restarted_from: g.restarted_from,
         },
         Event::JobsExpanded { build_id: id, jobs },
     ]
+}
+
+/// A build for a watch's fire, with the watch in the environment, or nothing when the
+/// watch's project has no pipeline to run. Its id is `ctx.nth_id(0)`.
+pub(super) fn for_watch(
+    state: &State,
+    ctx: &Ctx,
+    watch: &super::Watch,
+) -> Option<(Uuid, Vec<Event>)> {
+    let p = state.projects.get(&watch.project)?;
+    let pipeline = p.default_pipeline.as_ref()?;
+    let mut env = BTreeMap::from([
+        ("REEVE_WATCH_ID".to_string(), watch.id.to_string()),
+        ("REEVE_WATCH_SOURCE".to_string(), watch.source.clone()),
+        ("REEVE_WATCH_TO_URI".to_string(), watch.to_uri.clone()),
+    ]);
+    if let Some(i) = &watch.instruction {
+        env.insert("REEVE_WATCH_INSTRUCTION".to_string(), i.clone());
+    }
+    let events = new_build(
+        ctx,
+        Generation {
+            trigger: Trigger::Watch(watch.id),
+            project: &watch.project,
+            number: p.builds + 1,
+            restart_counter: 1,
+            pipeline,
+            env: &env,
+            restarted_from: None,
+        },
+    );
+    Some((ctx.nth_id(0), events))
 }
 
 pub(super) fn trigger(
@@ -455,6 +488,7 @@ pub(super) fn trigger(
     Ok(new_build(
         ctx,
         Generation {
+            trigger: Trigger::of_plane(ctx.plane),
             project,
             number: p.builds + 1,
             restart_counter: 1,
@@ -487,6 +521,7 @@ pub(super) fn restart_build(
     Ok(new_build(
         ctx,
         Generation {
+            trigger: Trigger::of_plane(ctx.plane),
             project,
             number: build.number,
             restart_counter: counter + 1,

@@ -99,6 +99,8 @@ pub struct Rules {
     pub max_jobs: usize,
     /// How long a claimed job's lease lasts without a heartbeat.
     pub lease_secs: u64,
+    /// Consecutive failed builds after which a watch pauses itself.
+    pub watch_failure_limit: u32,
 }
 
 impl Rules {
@@ -113,6 +115,7 @@ impl Default for Rules {
             watch_interval_floor_secs: 1,
             max_jobs: 300,
             lease_secs: 60,
+            watch_failure_limit: 5,
         }
     }
 }
@@ -235,6 +238,14 @@ pub enum Command {
     },
     /// Ends running jobs whose runner stopped heartbeating. reeve submits it to itself.
     ExpireLeases,
+    /// A scheduled fire of a watch whose `next_run_at` has come. reeve submits it to itself.
+    FireWatch {
+        id: Uuid,
+    },
+    /// Pauses a watch whose builds failed too often in a row. reeve submits it to itself.
+    PauseFailingWatch {
+        id: Uuid,
+    },
     /// Refusals of one kind from one principal that were answered but not logged one by one
     /// (DESIGN rule 4); logged as one commit when their window closes.
     Coalesced {
@@ -270,6 +281,8 @@ impl Command {
             Command::Heartbeat { .. } => "heartbeat",
             Command::FinishJob { .. } => "finish_job",
             Command::ExpireLeases => "expire_leases",
+            Command::FireWatch { .. } => "fire_watch",
+            Command::PauseFailingWatch { .. } => "pause_failing_watch",
             Command::Coalesced { op, .. } => op,
         }
     }
@@ -383,6 +396,21 @@ pub enum Event {
         state: JobState,
         exit_code: Option<i32>,
         message: Option<String>,
+    },
+    /// A watch fired: by hand, or on schedule (then `next_run_at` moves on and `missed` counts
+    /// the fires that downtime swallowed). `build_id` is the build it started, if its project
+    /// has a pipeline to run.
+    WatchRan {
+        id: Uuid,
+        manual: bool,
+        missed: u32,
+        build_id: Option<Uuid>,
+        next_run_at: Option<Millis>,
+    },
+    /// A scheduled fire skipped because the watch's previous build was still running.
+    WatchSkipped {
+        id: Uuid,
+        next_run_at: Millis,
     },
 }
 
@@ -498,7 +526,7 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rej
             patch,
         } => watch::update(state, &caller, key, *if_match, patch, ctx),
         Command::DeleteWatch { key, if_match } => watch::delete(state, &caller, key, *if_match),
-        Command::TriggerWatch { key } => watch::trigger(state, &caller, key),
+        Command::TriggerWatch { key } => watch::trigger(state, &caller, key, ctx),
         Command::Malformed {
             status,
             code,
@@ -570,6 +598,8 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rej
             message.as_deref(),
         ),
         Command::ExpireLeases => build::expire_leases(state, ctx),
+        Command::FireWatch { id } => watch::fire_scheduled(state, ctx, *id),
+        Command::PauseFailingWatch { id } => watch::pause_failing(state, ctx, *id),
     }
 }
 

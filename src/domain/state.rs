@@ -43,6 +43,10 @@ pub struct State {
     pub(super) queue: BTreeMap<u64, Uuid>,
     /// Running jobs by lease expiry.
     pub(super) leases: BTreeSet<(Millis, Uuid)>,
+    /// Active watches by next run.
+    schedule: BTreeSet<(Millis, Uuid)>,
+    /// Watches whose last builds failed (consecutive_failures > 0).
+    struggling: BTreeSet<Uuid>,
     job_order: u64,
 }
 
@@ -65,6 +69,8 @@ impl Default for State {
             children: HashMap::new(),
             queue: BTreeMap::new(),
             leases: BTreeSet::new(),
+            schedule: BTreeSet::new(),
+            struggling: BTreeSet::new(),
             job_order: 0,
         }
     }
@@ -180,7 +186,9 @@ impl State {
         self.admit(&caller, ctx.plane)?;
         if let Some(token) = caller.token {
             match cmd {
-                Command::ExpireLeases => {
+                Command::ExpireLeases
+                | Command::FireWatch { .. }
+                | Command::PauseFailingWatch { .. } => {
                     return Err(Rejection::new(
                         403,
                         "system_only",
@@ -384,9 +392,12 @@ impl State {
                         last_run: None,
                         consecutive_failures: 0,
                         fires: 0,
+                        skipped_overlap: 0,
+                        missed: 0,
                         version: 1,
                     },
                 );
+                self.reschedule(*id, None);
             }
             Event::WatchUpdated {
                 id,
@@ -396,7 +407,13 @@ impl State {
                 instruction,
                 next_run_at,
             } => {
+                let before = self.watches.get(id).and_then(|w| w.next_run_at);
                 if let Some(w) = self.watches.get_mut(id) {
+                    // Resuming starts a new streak: the failures that paused it are history.
+                    if *is_active == Some(true) && !w.is_active {
+                        w.consecutive_failures = 0;
+                        self.struggling.remove(id);
+                    }
                     if let Some(v) = watch_interval {
                         w.watch_interval = *v;
                     }
@@ -415,9 +432,13 @@ impl State {
                     w.updated_at = at;
                     w.version += 1;
                 }
+                self.reschedule(*id, before);
             }
             Event::WatchDeleted { id, to_uri, .. } => {
-                self.watches.remove(id);
+                if let Some(at) = self.watches.remove(id).and_then(|w| w.next_run_at) {
+                    self.schedule.remove(&(at, *id));
+                }
+                self.struggling.remove(id);
                 if let Some(ids) = self.watches_by_uri.get_mut(to_uri) {
                     ids.retain(|x| x != id);
                     if ids.is_empty() {
@@ -436,6 +457,42 @@ impl State {
                     });
                     w.fires += 1;
                 }
+            }
+            Event::WatchRan {
+                id,
+                manual,
+                missed,
+                build_id,
+                next_run_at,
+            } => {
+                let before = self.watches.get(id).and_then(|w| w.next_run_at);
+                let outcome = match build_id.and_then(|b| self.builds.get(&b)) {
+                    Some(b) => super::RunOutcome::Build(self.build_state(b)),
+                    None => super::RunOutcome::Triggered,
+                };
+                if let Some(w) = self.watches.get_mut(id) {
+                    w.last_run = Some(super::LastRun {
+                        at,
+                        build_id: *build_id,
+                        outcome,
+                        manual: *manual,
+                        missed: *missed,
+                    });
+                    w.fires += 1;
+                    w.missed += u64::from(*missed);
+                    if let Some(n) = next_run_at {
+                        w.next_run_at = Some(*n);
+                    }
+                }
+                self.reschedule(*id, before);
+            }
+            Event::WatchSkipped { id, next_run_at } => {
+                let before = self.watches.get(id).and_then(|w| w.next_run_at);
+                if let Some(w) = self.watches.get_mut(id) {
+                    w.skipped_overlap += 1;
+                    w.next_run_at = Some(*next_run_at);
+                }
+                self.reschedule(*id, before);
             }
             Event::ProjectUpdated {
                 id,
@@ -535,6 +592,7 @@ impl State {
                         orig.version += 1;
                     }
                 }
+                self.follow_watch_build(*build_id);
                 for r in relinks {
                     if let Some(child) = self.jobs.get_mut(&r.job) {
                         for d in child.depends_on.iter_mut().filter(|d| d.job_id == r.from) {
@@ -585,6 +643,74 @@ impl State {
                 exit_code,
                 message,
             } => self.end_job(at, *id, *state, *exit_code, message.clone()),
+        }
+    }
+
+    /// Active watches whose next run has come by `at`, with that next run.
+    pub fn due_watches(&self, at: Millis) -> impl Iterator<Item = (Millis, Uuid)> + '_ {
+        self.schedule.range(..=(at, Uuid::max())).copied()
+    }
+
+    /// Active watches at or past the failure limit.
+    pub fn failing_watches(&self, limit: u32) -> impl Iterator<Item = &Watch> {
+        self.struggling
+            .iter()
+            .filter_map(|id| self.watches.get(id))
+            .filter(move |w| w.is_active && w.consecutive_failures >= limit)
+    }
+
+    /// When the next watch is due, if any is active.
+    pub fn next_watch_run(&self) -> Option<Millis> {
+        self.schedule.iter().next().map(|(at, _)| *at)
+    }
+
+    /// Keeps the schedule index in step with a watch's `next_run_at` and `is_active`.
+    fn reschedule(&mut self, id: Uuid, before: Option<Millis>) {
+        if let Some(at) = before {
+            self.schedule.remove(&(at, id));
+        }
+        if let Some(w) = self.watches.get(&id)
+            && w.is_active
+            && let Some(at) = w.next_run_at
+        {
+            self.schedule.insert((at, id));
+        }
+    }
+
+    /// A watch's last run follows the build it started; its failures in a row are counted
+    /// as that build ends (and uncounted if a restart reopens it).
+    fn follow_watch_build(&mut self, build_id: Uuid) {
+        let Some(build) = self.builds.get(&build_id) else {
+            return;
+        };
+        let super::Trigger::Watch(watch_id) = build.trigger else {
+            return;
+        };
+        let now = super::RunOutcome::Build(self.build_state(build));
+        let Some(w) = self.watches.get_mut(&watch_id) else {
+            return;
+        };
+        let Some(run) = w.last_run.as_mut().filter(|r| r.build_id == Some(build_id)) else {
+            return;
+        };
+        let before = run.outcome;
+        if before == now {
+            return;
+        }
+        run.outcome = now;
+        if before.failed() && !now.failed() {
+            w.consecutive_failures = w.consecutive_failures.saturating_sub(1);
+        }
+        if now.failed() && !before.failed() {
+            w.consecutive_failures += 1;
+        }
+        if now == super::RunOutcome::Build(JobState::Finished) {
+            w.consecutive_failures = 0;
+        }
+        if w.consecutive_failures > 0 {
+            self.struggling.insert(watch_id);
+        } else {
+            self.struggling.remove(&watch_id);
         }
     }
 
@@ -651,6 +777,7 @@ impl State {
         j.version += 1;
         let build = j.build_id;
         self.touch_build(build);
+        self.follow_watch_build(build);
     }
 
     /// A build with its jobs, as a reply.
@@ -747,6 +874,15 @@ impl State {
                 self.jobs.get(job).map(|j| Reply::Job(Box::new(j.clone())))
             }
             Command::UpdateProject { id, .. } => self.projects.get(id).cloned().map(Reply::Project),
+            Command::TriggerWatch { .. } => events.iter().find_map(|e| match e {
+                Event::WatchRan { id, .. } | Event::WatchFired { id, .. } => {
+                    self.watches.get(id).map(|w| Reply::WatchTriggered {
+                        id: *id,
+                        to_uri: w.to_uri.clone(),
+                    })
+                }
+                _ => None,
+            }),
             _ => match events.first() {
                 Some(Event::ProjectCreated { id, .. }) => {
                     self.projects.get(id).cloned().map(Reply::Project)

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Caller, Ctx, Event, Millis, Principal, Rejection, State, check_if_match};
+use super::{Caller, Ctx, Event, JobState, Millis, Principal, Rejection, State, check_if_match};
 
 /// A year, in minutes.
 pub const MAX_INTERVAL_MINUTES: f64 = 525_600.0;
@@ -30,6 +30,10 @@ pub struct Watch {
     pub last_run: Option<LastRun>,
     pub consecutive_failures: u32,
     pub fires: u64,
+    /// Scheduled fires skipped because the previous build was still running.
+    pub skipped_overlap: u64,
+    /// Scheduled fires swallowed by downtime (collapsed into catch-up fires).
+    pub missed: u64,
     /// Counts changes to the watch's settings; fires do not change it, so a scheduler firing
     /// in the background never invalidates a client's `If-Match`.
     pub version: u64,
@@ -46,15 +50,25 @@ pub struct LastRun {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunOutcome {
-    /// Fired; no build has reported back yet.
+    /// Fired without a build (its project has no pipeline).
     Triggered,
+    /// The build it started, as that build stands.
+    Build(JobState),
 }
 
 impl RunOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
             RunOutcome::Triggered => "triggered",
+            RunOutcome::Build(s) => s.as_str(),
         }
+    }
+
+    pub fn failed(self) -> bool {
+        matches!(
+            self,
+            RunOutcome::Build(JobState::Failure | JobState::Error | JobState::Killed)
+        )
     }
 }
 
@@ -363,15 +377,112 @@ pub(super) fn delete(
     }])
 }
 
+/// A manual fire: now, paused or not, whatever the previous build is doing.
 pub(super) fn trigger(
     state: &State,
     caller: &Caller<'_>,
     key: &WatchKey,
+    ctx: &Ctx,
 ) -> Result<Vec<Event>, Rejection> {
     let w = state.resolve_watch(caller, key)?;
-    Ok(vec![Event::WatchFired {
+    let (build_id, mut events) = match super::build::for_watch(state, ctx, w) {
+        Some((id, events)) => (Some(id), events),
+        None => (None, Vec::new()),
+    };
+    events.push(Event::WatchRan {
         id: w.id,
         manual: true,
         missed: 0,
+        build_id,
+        next_run_at: None,
+    });
+    Ok(events)
+}
+
+/// A scheduled fire. Fixed-rate: the next run moves on from the one that was due by whole
+/// intervals, however late this fire is; the intervals that passed unfired are `missed`.
+pub(super) fn fire_scheduled(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, Rejection> {
+    let w = state.watches.get(&id).ok_or_else(|| {
+        Rejection::new(
+            404,
+            "watch_not_found",
+            format!("watch {id} no longer exists"),
+        )
+    })?;
+    let due = match (w.is_active, w.next_run_at) {
+        (true, Some(due)) => due,
+        _ => {
+            return Err(Rejection::new(
+                409,
+                "watch_paused",
+                format!("watch {id} is paused; it fires again once resumed"),
+            ));
+        }
+    };
+    if due > ctx.at {
+        return Err(Rejection::new(
+            409,
+            "watch_not_due",
+            format!("watch {id} is not due until {due}"),
+        ));
+    }
+    let step = interval_ms(w.watch_interval);
+    let behind = (ctx.at - due) / step;
+    let next_run_at = due + (behind + 1) * step;
+    let missed = u32::try_from(behind).unwrap_or(u32::MAX);
+    let previous_running = w
+        .last_run
+        .as_ref()
+        .and_then(|r| r.build_id)
+        .and_then(|b| state.builds.get(&b))
+        .is_some_and(|b| state.build_state(b) == JobState::Running);
+    if previous_running {
+        return Ok(vec![Event::WatchSkipped { id, next_run_at }]);
+    }
+    let (build_id, mut events) = match super::build::for_watch(state, ctx, w) {
+        Some((b, events)) => (Some(b), events),
+        None => (None, Vec::new()),
+    };
+    events.push(Event::WatchRan {
+        id,
+        manual: false,
+        missed,
+        build_id,
+        next_run_at: Some(next_run_at),
+    });
+    Ok(events)
+}
+
+/// At the failure limit a watch pauses itself, saying why.
+pub(super) fn pause_failing(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, Rejection> {
+    let w = state.watches.get(&id).ok_or_else(|| {
+        Rejection::new(
+            404,
+            "watch_not_found",
+            format!("watch {id} no longer exists"),
+        )
+    })?;
+    let limit = ctx.rules.watch_failure_limit;
+    if !w.is_active || w.consecutive_failures < limit {
+        return Err(Rejection::new(
+            409,
+            "watch_not_failing",
+            format!(
+                "watch {id} is {} with {} consecutive failures (limit {limit})",
+                if w.is_active { "active" } else { "paused" },
+                w.consecutive_failures
+            ),
+        ));
+    }
+    Ok(vec![Event::WatchUpdated {
+        id,
+        watch_interval: None,
+        is_active: Some(false),
+        reason: Some(Some(format!(
+            "paused after {} consecutive failures",
+            w.consecutive_failures
+        ))),
+        instruction: None,
+        next_run_at: Some(None),
     }])
 }
