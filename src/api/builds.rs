@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/projects/{project}/builds", get(list).post(trigger))
         .route("/projects/{project}/builds/{build}", get(show))
         .route("/projects/{project}/jobs/{job}", get(show_job))
+        .route("/projects/{project}/jobs/{job}/log", get(job_log))
         .merge(verbs())
         .layer(Extension(Plane::Rest))
 }
@@ -625,4 +626,93 @@ pub async fn abort_job(
     });
     let done = submit_on(&app, &headers, plane, "abort_job", false, command).await?;
     reply_aborted(done.reply)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// Start at this byte.
+    pub offset: Option<u64>,
+    /// Only the last N lines (of what is there now).
+    pub tail_lines: Option<usize>,
+    /// Keep the response open and stream output as it comes, until the job ends.
+    pub follow: Option<bool>,
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &[u8], n: usize) -> &[u8] {
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    let mut cut = 0;
+    let mut seen = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == n {
+                cut = i + 1;
+                break;
+            }
+        }
+    }
+    if n == 0 { &text[text.len()..] } else { &text[cut..] }
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project}/jobs/{job}/log", tag = "builds",
+    params(("project" = String, Path), ("job" = Uuid, Path), LogQuery),
+    responses(
+        (status = 200, description = "The job's output as text; with follow=true, streamed until the job ends", content_type = "text/plain"),
+        (status = 400, description = "invalid_job_id, invalid_query", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "project_not_found, job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn job_log(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((project, raw)): Path<(String, String)>,
+    q: Result<Query<LogQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
+    let id = read(&app, &headers, |state, caller| {
+        let id = parse_id(&raw, "job")?;
+        state.visible_job(caller, &project, id)?;
+        Ok(id)
+    })?;
+    let unreadable = |e: crate::log::LogError| Problem::internal(format!("the log could not be read: {e}"));
+    let offset = q.offset.unwrap_or(0);
+    let all = app.control.store().read_log(id, offset).map_err(unreadable)?;
+    let start = offset + all.len() as u64;
+    let text = match q.tail_lines {
+        Some(n) => tail(&all, n).to_vec(),
+        None => all,
+    };
+    let plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !q.follow.unwrap_or(false) {
+        return Ok((plain, text).into_response());
+    }
+    // Follow: what is there now, then whatever arrives, until the job has ended and its
+    // output is drained.
+    let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(text)) });
+    let rest = futures_util::stream::unfold((app, start), move |(app, offset)| async move {
+        let mut changes = app.control.subscribe();
+        loop {
+            let chunk = app.control.store().read_log(id, offset).unwrap_or_default();
+            let ended = app
+                .control
+                .state()
+                .jobs
+                .get(&id)
+                .is_none_or(|j| j.state.is_done());
+            if !chunk.is_empty() {
+                let next = offset + chunk.len() as u64;
+                return Some((Ok(Bytes::from(chunk)), (app, next)));
+            }
+            if ended {
+                return None;
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(250), changes.changed()).await;
+        }
+    });
+    use futures_util::StreamExt;
+    let body = axum::body::Body::from_stream(first.chain(rest));
+    Ok((plain, body).into_response())
 }

@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/runner/claim", post(claim))
         .route("/runner/jobs/{job}/heartbeat", post(heartbeat))
         .route("/runner/jobs/{job}/finish", post(finish))
+        .route("/runner/jobs/{job}/log", post(append_log))
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -230,4 +231,78 @@ pub async fn finish(
         Reply::Job(j) => Ok(Json(JobView::from(j.as_ref())).into_response()),
         other => Err(unexpected(&other)),
     }
+}
+
+/// The most output kept per job; past it, a marker and nothing more.
+pub const LOG_CAP: u64 = 16 * 1024 * 1024;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// The lease the runner holds on the job.
+    pub lease_id: Uuid,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LogAppended {
+    /// The log's length in bytes after this chunk.
+    pub length: u64,
+}
+
+#[utoipa::path(post, path = "/api/v1/runner/jobs/{job}/log", tag = "runner",
+    params(("job" = Uuid, Path), LogQuery),
+    request_body(content = String, content_type = "application/octet-stream", description = "The next chunk of the job's output"),
+    responses(
+        (status = 200, body = LogAppended),
+        (status = 403, description = "runner_token_required", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "stale_lease", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn append_log(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    q: Result<axum::extract::Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    // Output is data, not a command: it goes to the log tree, never through the writer. The
+    // lease is checked against the projection so only the runner running the job writes.
+    let job = parse_job(&raw)?;
+    let axum::extract::Query(q) =
+        q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
+    let bytes = body.map_err(|e| Problem::bad_request("invalid_body", e.body_text()))?;
+    {
+        let state = app.control.state();
+        let principal = authenticate(&state, &headers)?;
+        let caller = state.caller(principal, now_ms())?;
+        state.admit(&caller, Plane::Runner)?;
+        let j = state
+            .jobs
+            .get(&job)
+            .filter(|j| {
+                state
+                    .builds
+                    .get(&j.build_id)
+                    .is_some_and(|b| caller.sees_project(&b.project))
+            })
+            .ok_or_else(|| {
+                Problem::new(StatusCode::NOT_FOUND, "job_not_found", format!("no job {job}"))
+            })?;
+        let holds = j.lease.as_ref().is_some_and(|l| l.id == q.lease_id)
+            && matches!(j.state, JobState::Running | JobState::Killed);
+        if !holds {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "stale_lease",
+                format!("lease {} does not hold job {job}", q.lease_id),
+            ));
+        }
+    }
+    let length = app
+        .control
+        .store()
+        .append_log(job, &bytes, LOG_CAP)
+        .map_err(|e| Problem::internal(format!("the log could not be written: {e}")))?;
+    Ok(Json(LogAppended { length }).into_response())
 }

@@ -24,6 +24,10 @@ pub struct Store {
     dir: PathBuf,
     db: sled::Db,
     commits: sled::Tree,
+    /// Job output: data, not commands, so kept out of the commit chain. Keyed by
+    /// `job id ‖ offset (BE)`, one chunk per key.
+    logs: sled::Tree,
+    log_append: parking_lot::Mutex<()>,
     /// sled 0.34's `flush` issues `sync_file_range` only, which neither flushes the device
     /// cache nor file metadata, so durable mode `fdatasync`s this handle after each flush.
     data_file: File,
@@ -32,6 +36,10 @@ pub struct Store {
 }
 
 const COMMITS_TREE: &str = "commits";
+const LOGS_TREE: &str = "logs";
+
+/// Appended after the last byte a capped log keeps.
+pub const LOG_TRUNCATED: &str = "\n[reeve: log truncated here; the job's output went over its cap]\n";
 
 impl Store {
     /// Opens (or creates) the log under `dir`. A second process — or a second open in this
@@ -73,6 +81,7 @@ impl Store {
             .open()
             .map_err(sled_err)?;
         let commits = db.open_tree(COMMITS_TREE).map_err(sled_err)?;
+        let logs = db.open_tree(LOGS_TREE).map_err(sled_err)?;
         let data_path = log_dir.join("db");
         let data_file = OpenOptions::new()
             .read(true)
@@ -87,6 +96,8 @@ impl Store {
             dir: dir.to_path_buf(),
             db,
             commits,
+            logs,
+            log_append: parking_lot::Mutex::new(()),
             data_file,
             sync,
             _lock: lock,
@@ -183,6 +194,64 @@ impl Store {
             verifier.check(&c)?;
             Ok(c)
         })
+    }
+
+    /// How many bytes of output a job has (the truncation marker included).
+    pub fn log_len(&self, job: uuid::Uuid) -> Result<u64, LogError> {
+        let prefix = job.as_bytes();
+        let last = self
+            .logs
+            .scan_prefix(prefix)
+            .next_back()
+            .transpose()
+            .map_err(|e| self.sled_err(e))?;
+        Ok(match last {
+            Some((key, value)) => {
+                let mut offset = [0u8; 8];
+                offset.copy_from_slice(key.get(16..24).unwrap_or(&[0; 8]));
+                u64::from_be_bytes(offset) + value.len() as u64
+            }
+            None => 0,
+        })
+    }
+
+    /// Appends output to a job's log, keeping at most `cap` bytes of it (then a marker).
+    /// Returns the log's length afterwards.
+    pub fn append_log(&self, job: uuid::Uuid, bytes: &[u8], cap: u64) -> Result<u64, LogError> {
+        let _one_writer = self.log_append.lock();
+        let len = self.log_len(job)?;
+        let kept = cap.saturating_sub(len.min(cap));
+        if bytes.is_empty() || (kept == 0 && len > cap) {
+            return Ok(len);
+        }
+        let mut chunk = bytes[..bytes.len().min(kept as usize)].to_vec();
+        if (chunk.len() as u64) < bytes.len() as u64 {
+            chunk.extend_from_slice(LOG_TRUNCATED.as_bytes());
+        }
+        let mut key = job.as_bytes().to_vec();
+        key.extend_from_slice(&len.to_be_bytes());
+        self.logs
+            .insert(key, chunk.as_slice())
+            .map_err(|e| self.sled_err(e))?;
+        Ok(len + chunk.len() as u64)
+    }
+
+    /// A job's output from byte `offset` on.
+    pub fn read_log(&self, job: uuid::Uuid, offset: u64) -> Result<Vec<u8>, LogError> {
+        let mut out = Vec::new();
+        for item in self.logs.scan_prefix(job.as_bytes()) {
+            let (key, value) = item.map_err(|e| self.sled_err(e))?;
+            let mut at = [0u8; 8];
+            at.copy_from_slice(key.get(16..24).unwrap_or(&[0; 8]));
+            let start = u64::from_be_bytes(at);
+            let end = start + value.len() as u64;
+            if end <= offset {
+                continue;
+            }
+            let skip = offset.saturating_sub(start) as usize;
+            out.extend_from_slice(&value[skip..]);
+        }
+        Ok(out)
     }
 
     pub fn len(&self) -> usize {
