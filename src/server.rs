@@ -31,6 +31,10 @@ pub struct ServerConfig {
     pub max_jobs: usize,
     /// Consecutive failed builds after which a watch pauses itself.
     pub watch_failure_limit: u32,
+    /// Runner workers started inside the server (0: none; jobs wait for external runners).
+    pub runners: usize,
+    /// Seconds an aborted or timed-out job gets between SIGTERM and SIGKILL.
+    pub kill_grace_secs: u64,
     pub mcp_trigger_per_min: u32,
     pub mcp_read_per_min: u32,
     pub trigger_per_min: u32,
@@ -61,6 +65,8 @@ impl ServerConfig {
             lease_secs: 60,
             max_jobs: 300,
             watch_failure_limit: 5,
+            runners: 0,
+            kill_grace_secs: 10,
             mcp_trigger_per_min: Limits::default().mcp_trigger_per_min,
             mcp_read_per_min: Limits::default().mcp_read_per_min,
             trigger_per_min: Limits::default().trigger_per_min,
@@ -100,6 +106,7 @@ pub struct RunningServer {
     serving: JoinHandle<std::io::Result<()>>,
     timers: JoinHandle<()>,
     scheduler: JoinHandle<()>,
+    runners: Option<JoinHandle<Result<(), crate::runner::RunnerError>>>,
 }
 
 impl Server {
@@ -131,11 +138,12 @@ impl Server {
             addr: cfg.listen,
             source,
         })?;
+        let (stop, mut stopped) = watch::channel(false);
         let app = api::router(AppState {
             control: control.clone(),
             limits: Arc::new(RateLimits::new(cfg.limits())),
+            shutdown: stop.subscribe(),
         });
-        let (stop, mut stopped) = watch::channel(false);
         let serving = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -144,6 +152,31 @@ impl Server {
                 .await
         });
         let timers = tokio::spawn(timers(control.clone(), stop.subscribe()));
+        let runners = if cfg.runners > 0 {
+            let token = embedded_runner_token(&control, &cfg.data_dir).await?;
+            let local = SocketAddr::new(
+                if addr.ip().is_unspecified() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    addr.ip()
+                },
+                addr.port(),
+            );
+            let runner_cfg = crate::runner::RunnerConfig {
+                server: format!("http://{local}"),
+                token,
+                concurrency: cfg.runners,
+                labels: vec!["embedded".into()],
+                work_dir: cfg.data_dir.join("work"),
+                kill_grace: std::time::Duration::from_secs(cfg.kill_grace_secs),
+            };
+            Some(tokio::spawn(crate::runner::run(
+                runner_cfg,
+                stop.subscribe(),
+            )))
+        } else {
+            None
+        };
         let scheduler = tokio::spawn(scheduler(
             control.clone(),
             stop.subscribe(),
@@ -159,6 +192,7 @@ impl Server {
             serving,
             timers,
             scheduler,
+            runners,
         })
     }
 }
@@ -188,6 +222,9 @@ impl RunningServer {
         let _ = self.stop.send(true);
         let _ = self.timers.await;
         let _ = self.scheduler.await;
+        if let Some(runners) = self.runners {
+            let _ = runners.await;
+        }
         match self.serving.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server stopped with an error"),
@@ -301,6 +338,44 @@ async fn scheduler(control: Arc<Control>, mut stop: watch::Receiver<bool>, failu
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// The embedded runners' token: kept in `<data-dir>/runner.token` (mode 0600) so restarts
+/// reuse it; issued anew (by reeve itself) when the file is missing or its token is not live.
+async fn embedded_runner_token(control: &Control, data_dir: &Path) -> Result<String, ServerError> {
+    let path = data_dir.join("runner.token");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        let secret = secret.trim().to_string();
+        let live = control
+            .state()
+            .token_by_secret_hash(&auth::hash_secret(&secret))
+            .is_some_and(|t| t.kind == TokenKind::Runner && t.is_active(api::now_ms()));
+        if live {
+            return Ok(secret);
+        }
+    }
+    let secret = auth::new_secret().map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+    write_secret_file(&path, &secret)?;
+    let submitted = control
+        .submit(Submission {
+            principal: Principal::System,
+            plane: Plane::System,
+            request_id: Uuid::now_v7().to_string(),
+            idempotency_key: None,
+            command: Command::IssueToken {
+                secret_hash: auth::hash_secret(&secret),
+                kind: TokenKind::Runner,
+                description: "embedded runners (runner.token)".into(),
+                enabled_projects: Default::default(),
+                allow_trigger: false,
+                expires_at: None,
+            },
+        })
+        .await?;
+    submitted
+        .result
+        .map_err(|r| ServerError::Bootstrap(format!("{}: {}", r.code, r.reason)))?;
+    Ok(secret)
 }
 
 /// On a fresh data dir, creates the first admin token (written to `<data-dir>/admin.token`,

@@ -653,7 +653,11 @@ fn tail(text: &[u8], n: usize) -> &[u8] {
             }
         }
     }
-    if n == 0 { &text[text.len()..] } else { &text[cut..] }
+    if n == 0 {
+        &text[text.len()..]
+    } else {
+        &text[cut..]
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{project}/jobs/{job}/log", tag = "builds",
@@ -677,9 +681,14 @@ pub async fn job_log(
         state.visible_job(caller, &project, id)?;
         Ok(id)
     })?;
-    let unreadable = |e: crate::log::LogError| Problem::internal(format!("the log could not be read: {e}"));
+    let unreadable =
+        |e: crate::log::LogError| Problem::internal(format!("the log could not be read: {e}"));
     let offset = q.offset.unwrap_or(0);
-    let all = app.control.store().read_log(id, offset).map_err(unreadable)?;
+    let all = app
+        .control
+        .store()
+        .read_log(id, offset)
+        .map_err(unreadable)?;
     let start = offset + all.len() as u64;
     let text = match q.tail_lines {
         Some(n) => tail(&all, n).to_vec(),
@@ -691,7 +700,8 @@ pub async fn job_log(
     }
     // Follow: what is there now, then whatever arrives, until the job has ended and its
     // output is drained.
-    let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(text)) });
+    let first =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(text)) });
     let rest = futures_util::stream::unfold((app, start), move |(app, offset)| async move {
         let mut changes = app.control.subscribe();
         loop {
@@ -709,7 +719,8 @@ pub async fn job_log(
             if ended {
                 return None;
             }
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(250), changes.changed()).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(250), changes.changed())
+                .await;
         }
     });
     use futures_util::StreamExt;

@@ -40,6 +40,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     pub control: Arc<Control>,
     pub limits: Arc<RateLimits>,
+    /// Turns true when the server shuts down, so long-polls answer at once.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -139,8 +139,15 @@ pub async fn claim(
         if now >= deadline {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        // Wake on the next commit (a job may have become ready) or at the deadline.
-        let _ = tokio::time::timeout(deadline - now, changes.changed()).await;
+        // Wake on the next commit (a job may have become ready), at the deadline, or when the
+        // server shuts down.
+        let mut shutdown = app.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::timeout(deadline - now, changes.changed()) => {}
+            _ = crate::runner::stopped(&mut shutdown) => {
+                return Ok(StatusCode::NO_CONTENT.into_response());
+            }
+        }
     }
 }
 
@@ -287,7 +294,11 @@ pub async fn append_log(
                     .is_some_and(|b| caller.sees_project(&b.project))
             })
             .ok_or_else(|| {
-                Problem::new(StatusCode::NOT_FOUND, "job_not_found", format!("no job {job}"))
+                Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "job_not_found",
+                    format!("no job {job}"),
+                )
             })?;
         let holds = j.lease.as_ref().is_some_and(|l| l.id == q.lease_id)
             && matches!(j.state, JobState::Running | JobState::Killed);

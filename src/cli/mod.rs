@@ -1,5 +1,6 @@
 //! The `reeve` command line. Each subcommand lives in its own file.
 
+mod runner;
 mod serve;
 
 use std::process::ExitCode;
@@ -21,11 +22,14 @@ pub struct Cli {
 enum Commands {
     /// Run the control plane: REST API, event log, admin bootstrap.
     Serve(serve::ServeArgs),
+    /// Claim jobs from a server and run them.
+    Runner(runner::RunnerArgs),
 }
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Serve(args) => serve::run(args),
+        Commands::Runner(args) => runner::run(args),
     }
 }

@@ -34,6 +34,12 @@ pub struct ServeArgs {
     /// Consecutive failed builds after which a watch pauses itself.
     #[arg(long, env = "REEVE_WATCH_FAILURE_LIMIT", default_value_t = 5)]
     watch_failure_limit: u32,
+    /// Runner workers inside the server (0 turns them off; then jobs wait for `reeve runner`).
+    #[arg(long, env = "REEVE_RUNNERS", default_value_t = 2)]
+    runners: usize,
+    /// Seconds an aborted or timed-out job gets between SIGTERM and SIGKILL.
+    #[arg(long, env = "REEVE_KILL_GRACE_SECS", default_value_t = 10)]
+    kill_grace_secs: u64,
     /// Changes per minute for each MCP token.
     #[arg(long, env = "REEVE_MCP_TRIGGER_PER_MIN", default_value_t = 5)]
     mcp_trigger_per_min: u32,
@@ -63,7 +69,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     runtime.block_on(serve(args))
 }
 
-fn init_tracing() {
+pub(super) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -84,6 +90,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
         lease_secs: args.lease_secs.max(1),
         max_jobs: args.max_jobs.max(1),
         watch_failure_limit: args.watch_failure_limit.max(1),
+        runners: args.runners,
+        kill_grace_secs: args.kill_grace_secs,
         mcp_trigger_per_min: args.mcp_trigger_per_min,
         mcp_read_per_min: args.mcp_read_per_min,
         trigger_per_min: args.trigger_per_min,
@@ -113,7 +121,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+pub(super) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

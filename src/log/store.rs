@@ -39,7 +39,8 @@ const COMMITS_TREE: &str = "commits";
 const LOGS_TREE: &str = "logs";
 
 /// Appended after the last byte a capped log keeps.
-pub const LOG_TRUNCATED: &str = "\n[reeve: log truncated here; the job's output went over its cap]\n";
+pub const LOG_TRUNCATED: &str =
+    "\n[reeve: log truncated here; the job's output went over its cap]\n";
 
 impl Store {
     /// Opens (or creates) the log under `dir`. A second process — or a second open in this
