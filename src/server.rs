@@ -299,27 +299,38 @@ async fn scheduler(control: Arc<Control>, mut stop: watch::Receiver<bool>, failu
                 .collect();
             (work, state.next_watch_run())
         };
-        for key in work {
-            let (id, what, _) = key;
-            let command = match what {
-                "pause" => Command::PauseFailingWatch { id },
-                _ => Command::FireWatch { id },
-            };
-            let submitted = control
-                .submit(Submission {
-                    principal: Principal::System,
-                    plane: Plane::Scheduler,
-                    request_id: Uuid::now_v7().to_string(),
-                    idempotency_key: None,
-                    command,
-                })
-                .await;
-            match submitted {
-                Ok(s) if s.result.is_err() => {
-                    refused.insert(key);
+        // Everything due goes to the writer at once, so it lands in few group commits.
+        for batch in work.chunks(1024) {
+            let submissions = batch.iter().map(|&key| {
+                let (id, what, _) = key;
+                let command = match what {
+                    "pause" => Command::PauseFailingWatch { id },
+                    _ => Command::FireWatch { id },
+                };
+                let control = &control;
+                async move {
+                    let submitted = control
+                        .submit(Submission {
+                            principal: Principal::System,
+                            plane: Plane::Scheduler,
+                            request_id: Uuid::now_v7().to_string(),
+                            idempotency_key: None,
+                            command,
+                        })
+                        .await;
+                    (key, submitted)
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(watch = %id, error = %e, "scheduler could not submit"),
+            });
+            for (key, submitted) in futures_util::future::join_all(submissions).await {
+                match submitted {
+                    Ok(s) if s.result.is_err() => {
+                        refused.insert(key);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(watch = %key.0, error = %e, "scheduler could not submit")
+                    }
+                }
             }
         }
         if refused.len() > 10_000 {
