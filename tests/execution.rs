@@ -229,3 +229,43 @@ async fn a_watch_fires_a_build_that_runs_with_the_watch_env() {
     assert_eq!(log(&s, &job).await, format!("viking://res/live {number}\n"));
     assert_eq!(w["consecutive_failures"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_streams_output_until_the_job_ends() {
+    let s = TestServer::start_with(with_runner).await;
+    let (_, job) = run_one(
+        &s,
+        json!({"name": "ticker", "run": "for i in 1 2 3; do echo tick $i; sleep 0.5; done"}),
+    )
+    .await;
+    until_state(&s, &job, Duration::from_secs(10), &["running"]).await;
+    // The response stays open while the job runs and closes when it has ended.
+    let r = s
+        .get(&s.admin, &format!("/projects/p/jobs/{job}/log?follow=true"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text, "tick 1\ntick 2\ntick 3\n");
+    assert_eq!(s.job_now("p", &job).await["state"], "finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restarted_during_a_running_build_settles_the_job() {
+    let s = TestServer::start_with(|c| {
+        with_runner(c);
+        c.lease_secs = 2;
+    })
+    .await;
+    let (build, job) = run_one(
+        &s,
+        json!({"name": "long", "run": "echo $$; exec sleep 600"}),
+    )
+    .await;
+    let pid = printed_pid(&s, &job).await;
+    // Shutting down stops the embedded runner, which kills its jobs and leaves them to their
+    // leases; after the restart the lease runs out and the job ends in error.
+    let s = s.restart().await;
+    assert!(!alive(pid), "the job's process outlived the server");
+    let j = until_state(&s, &job, Duration::from_secs(15), &["error"]).await;
+    assert_eq!(j["message"], "runner lost");
+    assert_eq!(s.build_now("p", &build).await["state"], "error");
+}
