@@ -269,3 +269,83 @@ async fn a_server_restarted_during_a_running_build_settles_the_job() {
     assert_eq!(j["message"], "runner lost");
     assert_eq!(s.build_now("p", &build).await["state"], "error");
 }
+
+async fn generated_build(s: &TestServer, generate: &str) -> (String, String) {
+    s.create_project(&s.admin, "p").await;
+    let b = s
+        .trigger_build(&s.admin, "p", json!({"generate": generate}))
+        .await;
+    assert_eq!(
+        b["jobs"].as_array().unwrap().len(),
+        1,
+        "only Create Jobs at first: {b}"
+    );
+    assert_eq!(b["jobs"][0]["state"], "queued");
+    (
+        str_field(&b, "id"),
+        b["jobs"][0]["id"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn until_build(s: &TestServer, build: &str, want: &str) -> Value {
+    eventually(Duration::from_secs(15), || async {
+        let b = s.build_now("p", build).await;
+        (b["state"] == want).then_some(b)
+    })
+    .await
+    .unwrap_or_else(|| panic!("build {build} did not end {want}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_pipeline_runs_and_a_restart_runs_the_generator_again() {
+    let s = TestServer::start_with(with_runner).await;
+    let generator = r#"echo '{"jobs": [{"name": "a", "run": "echo from-a"}, {"name": "b", "run": "echo from-b", "depends_on": ["a"]}]}'"#;
+    let (build, _) = generated_build(&s, generator).await;
+    let b = until_build(&s, &build, "finished").await;
+    assert_eq!(job_names(&b), ["Create Jobs", "a", "b"]);
+    let a = job_id(&b, "a");
+    assert_eq!(log(&s, &a).await, "from-a\n");
+    let restarted = s
+        .post(
+            &s.admin,
+            &format!("/projects/p/builds/{build}/restart"),
+            json!({}),
+        )
+        .await;
+    let again = str_field(restarted.expect(201), "id");
+    let b2 = until_build(&s, &again, "finished").await;
+    assert_eq!(job_names(&b2), ["Create Jobs", "a", "b"]);
+    assert_eq!(b2["restart_counter"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_generator_output_fails_create_jobs_with_the_reason() {
+    let s = TestServer::start_with(with_runner).await;
+    let (build, create_jobs) = generated_build(&s, "echo this is not a pipeline").await;
+    until_build(&s, &build, "failure").await;
+    let j = s.job_now("p", &create_jobs).await;
+    assert_eq!(j["state"], "failure");
+    let message = j["message"].as_str().unwrap();
+    assert!(message.starts_with("invalid pipeline:"), "{message}");
+    let text = log(&s, &create_jobs).await;
+    assert!(text.starts_with("this is not a pipeline\n"), "{text}");
+    assert!(text.contains(&format!("[reeve] {message}")), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_cycle_is_named_in_the_failure() {
+    let s = TestServer::start_with(with_runner).await;
+    let generator = r#"echo '{"jobs": [{"name": "x", "run": "true", "depends_on": ["y"]}, {"name": "y", "run": "true", "depends_on": ["x"]}]}'"#;
+    let (build, create_jobs) = generated_build(&s, generator).await;
+    let b = until_build(&s, &build, "failure").await;
+    assert_eq!(
+        job_names(&b),
+        ["Create Jobs"],
+        "no job of an invalid pipeline joins"
+    );
+    let j = s.job_now("p", &create_jobs).await;
+    assert!(
+        j["message"].as_str().unwrap().contains("x -> y -> x"),
+        "{j}"
+    );
+}

@@ -253,17 +253,35 @@ pub struct JobBody {
     pub timeout_seconds: Option<u64>,
 }
 
+/// Either `jobs` (the graph itself) or `generate` (a shell command, run as Create Jobs on a
+/// runner, whose stdout is `{"jobs": [...]}`).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineBody {
-    pub jobs: Vec<JobBody>,
+    pub jobs: Option<Vec<JobBody>>,
+    pub generate: Option<String>,
 }
 
-impl From<PipelineBody> for Pipeline {
-    fn from(p: PipelineBody) -> Pipeline {
-        Pipeline::Jobs(
-            p.jobs
-                .into_iter()
+impl TryFrom<PipelineBody> for Pipeline {
+    type Error = Problem;
+
+    fn try_from(p: PipelineBody) -> Result<Pipeline, Problem> {
+        let jobs = match (p.jobs, p.generate) {
+            (Some(jobs), None) => jobs,
+            (None, Some(command)) => return Ok(Pipeline::Generate(command)),
+            _ => {
+                return Err(Problem {
+                    field: Some("pipeline".into()),
+                    ..Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_pipeline",
+                        "a pipeline has either \"jobs\" or \"generate\", exactly one of them",
+                    )
+                });
+            }
+        };
+        Ok(Pipeline::Jobs(
+            jobs.into_iter()
                 .map(|j| JobSpec {
                     name: j.name,
                     run: j.run,
@@ -282,7 +300,7 @@ impl From<PipelineBody> for Pipeline {
                     timeout_seconds: j.timeout_seconds,
                 })
                 .collect(),
-        )
+        ))
     }
 }
 
@@ -466,10 +484,12 @@ pub async fn trigger(
     Path(project): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let command = parse_body::<TriggerBody>(body).map(|b| Command::TriggerBuild {
-        project: project.clone(),
-        pipeline: b.pipeline.map(Pipeline::from),
-        env: b.env,
+    let command = parse_body::<TriggerBody>(body).and_then(|b| {
+        Ok(Command::TriggerBuild {
+            project: project.clone(),
+            pipeline: b.pipeline.map(Pipeline::try_from).transpose()?,
+            env: b.env,
+        })
     });
     let done = submit_on(&app, &headers, plane, "trigger_build", false, command).await?;
     reply_build(StatusCode::CREATED, done.reply, &project)

@@ -18,7 +18,7 @@ use super::{audit, builds, problem, projects, runner, tokens, watches};
         projects::list, projects::show, projects::create, projects::update,
         builds::list, builds::show, builds::show_job, builds::job_log, builds::trigger, builds::restart_build,
         builds::abort_build, builds::restart_job, builds::rerun_job, builds::abort_job,
-        runner::claim, runner::heartbeat, runner::finish, runner::append_log,
+        runner::claim, runner::heartbeat, runner::finish, runner::append_log, runner::upload_pipeline,
         tokens::list, tokens::create, tokens::revoke,
         audit::list,
     ),

@@ -180,10 +180,15 @@ pub async fn update(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let command = parse_body::<UpdateProjectBody>(body).map(|b| Command::UpdateProject {
-        id,
-        name: b.name,
-        default_pipeline: b.default_pipeline.map(|p| p.map(Pipeline::from)),
+    let command = parse_body::<UpdateProjectBody>(body).and_then(|b| {
+        Ok(Command::UpdateProject {
+            id,
+            name: b.name,
+            default_pipeline: b
+                .default_pipeline
+                .map(|p| p.map(Pipeline::try_from).transpose())
+                .transpose()?,
+        })
     });
     let done = mutate(&app, &headers, "update_project", true, command).await?;
     match &done.reply {

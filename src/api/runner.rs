@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/runner/jobs/{job}/heartbeat", post(heartbeat))
         .route("/runner/jobs/{job}/finish", post(finish))
         .route("/runner/jobs/{job}/log", post(append_log))
+        .route("/runner/jobs/{job}/pipeline", post(upload_pipeline))
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -316,4 +317,58 @@ pub async fn append_log(
         .append_log(job, &bytes, LOG_CAP)
         .map_err(|e| Problem::internal(format!("the log could not be written: {e}")))?;
     Ok(Json(LogAppended { length }).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/runner/jobs/{job}/pipeline", tag = "runner",
+    params(("job" = Uuid, Path), LogQuery),
+    request_body(content = String, content_type = "application/json", description = "What the generator printed: {\"jobs\": [...]}"),
+    responses(
+        (status = 200, description = "Create Jobs as it ended: finished (the jobs joined the build) or failure (the output was not a valid pipeline; the reason is in its message and log)", body = JobView),
+        (status = 403, description = "runner_token_required", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "stale_lease, not_create_jobs", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn upload_pipeline(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    q: Result<axum::extract::Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let command = (|| {
+        let job = parse_job(&raw)?;
+        let axum::extract::Query(q) =
+            q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
+        // A body that is not a pipeline is the generator's failure, not a bad request: it
+        // is decided (and audited) like any other output.
+        let parsed = parse_body::<super::builds::PipelineBody>(body)
+            .and_then(crate::domain::Pipeline::try_from);
+        let (pipeline, error) = match parsed {
+            Ok(p) => (Some(p), None),
+            Err(p) => (None, Some(p.detail)),
+        };
+        Ok(Command::ExpandJobs {
+            job,
+            lease_id: q.lease_id,
+            pipeline,
+            error,
+        })
+    })();
+    let done = submit_on(&app, &headers, Plane::Runner, "expand_jobs", false, command).await?;
+    match done.reply {
+        Reply::Job(j) => {
+            if j.state == JobState::Failure
+                && let Some(why) = &j.message
+            {
+                let line = format!("\n[reeve] {why}\n");
+                let _ = app
+                    .control
+                    .store()
+                    .append_log(j.id, line.as_bytes(), LOG_CAP);
+            }
+            Ok(Json(JobView::from(j.as_ref())).into_response())
+        }
+        other => Err(unexpected(&other)),
+    }
 }

@@ -106,9 +106,12 @@ impl AuditEntry {
                 (Some(format!("job:{id}")), job_project(id))
             }
             (Command::ClaimJob { .. }, _) => (None, None),
-            (Command::Heartbeat { job, .. } | Command::FinishJob { job, .. }, _) => {
-                (Some(format!("job:{job}")), job_project(job))
-            }
+            (
+                Command::Heartbeat { job, .. }
+                | Command::FinishJob { job, .. }
+                | Command::ExpandJobs { job, .. },
+                _,
+            ) => (Some(format!("job:{job}")), job_project(job)),
             (Command::ExpireLeases, _) => (None, None),
             (Command::FireWatch { id } | Command::PauseFailingWatch { id }, _) => {
                 (Some(format!("watch:{id}")), watch_project(id))

@@ -364,8 +364,7 @@ fn parent_name(state: &State, id: Uuid) -> String {
 
 /// The jobs of a pipeline, with ids drawn from `ctx` from `first_id` on; top jobs depend on
 /// Create Jobs.
-fn expand(pipeline: &Pipeline, create_jobs: Uuid, ctx: &Ctx, first_id: u32) -> Vec<NewJob> {
-    let Pipeline::Jobs(specs) = pipeline;
+fn expand(specs: &[pipeline::JobSpec], create_jobs: Uuid, ctx: &Ctx, first_id: u32) -> Vec<NewJob> {
     let ids: HashMap<&str, Uuid> = specs
         .iter()
         .enumerate()
@@ -416,21 +415,25 @@ struct Generation<'a> {
 fn new_build(ctx: &Ctx, g: Generation<'_>) -> Vec<Event> {
     let id = ctx.nth_id(0);
     let create_jobs = ctx.nth_id(1);
-    let jobs = expand(g.pipeline, create_jobs, ctx, 2);
-    vec![
-        Event::BuildCreated {
-            id,
-            project: g.project.to_string(),
-            number: g.number,
-            restart_counter: g.restart_counter,
-            pipeline: g.pipeline.clone(),
-            env: g.env.clone(),
-            trigger: g.trigger,
-            create_jobs_id: create_jobs,
-            restarted_from: g.restarted_from,
-        },
-        Event::JobsExpanded { build_id: id, jobs },
-    ]
+    let mut events = vec![Event::BuildCreated {
+        id,
+        project: g.project.to_string(),
+        number: g.number,
+        restart_counter: g.restart_counter,
+        pipeline: g.pipeline.clone(),
+        env: g.env.clone(),
+        trigger: g.trigger,
+        create_jobs_id: create_jobs,
+        restarted_from: g.restarted_from,
+    }];
+    // An inline pipeline is expanded at once; a generated one when Create Jobs has run.
+    if let Pipeline::Jobs(specs) = g.pipeline {
+        events.push(Event::JobsExpanded {
+            build_id: id,
+            jobs: expand(specs, create_jobs, ctx, 2),
+        });
+    }
+    events
 }
 
 /// A build for a watch's fire, with the watch in the environment, or nothing when the
@@ -888,4 +891,79 @@ pub(super) fn expire_leases(state: &State, ctx: &Ctx) -> Result<Vec<Event>, Reje
         .map(|j| (j.id, JobState::Error, None, Some("runner lost".to_string())))
         .collect();
     Ok(end_jobs(state, lost))
+}
+
+/// Create Jobs of a generated pipeline reports what its command printed: valid, its jobs join
+/// the build (killed on arrival if the build was aborted meanwhile); invalid, Create Jobs
+/// fails with the reason.
+pub(super) fn expand_generated(
+    state: &State,
+    caller: &Caller<'_>,
+    ctx: &Ctx,
+    id: Uuid,
+    lease_id: Uuid,
+    output: Result<&Pipeline, &str>,
+) -> Result<Vec<Event>, Rejection> {
+    let job = leased(state, caller, id, lease_id)?;
+    if job.name != CREATE_JOBS {
+        return Err(Rejection::new(
+            409,
+            "not_create_jobs",
+            "only the Create Jobs job of a generated pipeline uploads a pipeline",
+        ));
+    }
+    if job.state != JobState::Running {
+        return Ok(Vec::new());
+    }
+    let build = state
+        .builds
+        .get(&job.build_id)
+        .ok_or_else(|| build_not_found(job.build_id))?;
+    let checked = match output {
+        Ok(p @ Pipeline::Jobs(specs)) => {
+            pipeline::validate(p, ctx.rules.max_jobs).map(|()| specs.as_slice())
+        }
+        Ok(Pipeline::Generate(_)) => Err(Rejection::invalid(
+            "invalid_pipeline",
+            "pipeline",
+            "a generator must print {\"jobs\": [...]}, not another generator",
+        )),
+        Err(why) => Err(Rejection::invalid(
+            "invalid_pipeline",
+            "pipeline",
+            why.to_string(),
+        )),
+    };
+    let specs = match checked {
+        Ok(specs) => specs,
+        Err(r) => {
+            return Ok(end_jobs(
+                state,
+                vec![(
+                    id,
+                    JobState::Failure,
+                    None,
+                    Some(format!("invalid pipeline: {}", r.reason)),
+                )],
+            ));
+        }
+    };
+    let jobs = expand(specs, id, ctx, 0);
+    let mut events = Vec::with_capacity(jobs.len() + 1);
+    let killed: Vec<Uuid> = if build.aborted {
+        jobs.iter().map(|j| j.id).collect()
+    } else {
+        Vec::new()
+    };
+    events.push(Event::JobsExpanded {
+        build_id: build.id,
+        jobs,
+    });
+    events.extend(killed.into_iter().map(|j| Event::JobEnded {
+        id: j,
+        state: JobState::Killed,
+        exit_code: None,
+        message: Some("aborted".to_string()),
+    }));
+    Ok(events)
 }

@@ -246,6 +246,13 @@ pub enum Command {
     PauseFailingWatch {
         id: Uuid,
     },
+    /// What a generated pipeline's Create Jobs printed: the pipeline, or why it is not one.
+    ExpandJobs {
+        job: Uuid,
+        lease_id: Uuid,
+        pipeline: Option<Pipeline>,
+        error: Option<String>,
+    },
     /// Refusals of one kind from one principal that were answered but not logged one by one
     /// (DESIGN rule 4); logged as one commit when their window closes.
     Coalesced {
@@ -282,6 +289,7 @@ impl Command {
             Command::FinishJob { .. } => "finish_job",
             Command::ExpireLeases => "expire_leases",
             Command::FireWatch { .. } => "fire_watch",
+            Command::ExpandJobs { .. } => "expand_jobs",
             Command::PauseFailingWatch { .. } => "pause_failing_watch",
             Command::Coalesced { op, .. } => op,
         }
@@ -599,6 +607,18 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rej
         ),
         Command::ExpireLeases => build::expire_leases(state, ctx),
         Command::FireWatch { id } => watch::fire_scheduled(state, ctx, *id),
+        Command::ExpandJobs {
+            job,
+            lease_id,
+            pipeline,
+            error,
+        } => {
+            let output = match (pipeline, error) {
+                (Some(p), _) => Ok(p),
+                (None, e) => Err(e.as_deref().unwrap_or("the generator printed no pipeline")),
+            };
+            build::expand_generated(state, &caller, ctx, *job, *lease_id, output)
+        }
         Command::PauseFailingWatch { id } => watch::pause_failing(state, ctx, *id),
     }
 }

@@ -55,6 +55,8 @@ pub struct JobSpec {
 #[serde(rename_all = "snake_case")]
 pub enum Pipeline {
     Jobs(Vec<JobSpec>),
+    /// A shell command whose stdout is the pipeline: Create Jobs runs it on a runner.
+    Generate(String),
 }
 
 pub const MAX_RUN_LEN: usize = 64 * 1024;
@@ -77,7 +79,17 @@ fn invalid(reason: String) -> Rejection {
 
 /// Checks a pipeline: names, duplicates, unknown and self dependencies, cycles, size.
 pub fn validate(pipeline: &Pipeline, max_jobs: usize) -> Result<(), Rejection> {
-    let Pipeline::Jobs(jobs) = pipeline;
+    let jobs = match pipeline {
+        Pipeline::Jobs(jobs) => jobs,
+        Pipeline::Generate(command) => {
+            if command.trim().is_empty() || command.len() > MAX_RUN_LEN {
+                return Err(invalid(format!(
+                    "\"generate\" needs a command of 1 to {MAX_RUN_LEN} bytes that prints the pipeline as JSON"
+                )));
+            }
+            return Ok(());
+        }
+    };
     if jobs.is_empty() {
         return Err(invalid(
             "the pipeline has no jobs; give at least one in \"jobs\"".into(),

@@ -199,7 +199,8 @@ impl State {
                 // people and agents make.
                 Command::ClaimJob { .. }
                 | Command::Heartbeat { .. }
-                | Command::FinishJob { .. } => {
+                | Command::FinishJob { .. }
+                | Command::ExpandJobs { .. } => {
                     return Ok(caller);
                 }
                 _ => {}
@@ -551,7 +552,10 @@ impl State {
                     &NewJob {
                         id: *create_jobs_id,
                         name: super::pipeline::CREATE_JOBS.to_string(),
-                        run: String::new(),
+                        run: match pipeline {
+                            super::Pipeline::Generate(command) => command.clone(),
+                            super::Pipeline::Jobs(_) => String::new(),
+                        },
                         env: BTreeMap::new(),
                         timeout_seconds: None,
                         depends_on: Vec::new(),
@@ -870,7 +874,7 @@ impl State {
                 abort: j.state != JobState::Running,
                 lease_expires_at: j.lease.as_ref().map_or(0, |l| l.expires_at),
             }),
-            Command::FinishJob { job, .. } => {
+            Command::FinishJob { job, .. } | Command::ExpandJobs { job, .. } => {
                 self.jobs.get(job).map(|j| Reply::Job(Box::new(j.clone())))
             }
             Command::UpdateProject { id, .. } => self.projects.get(id).cloned().map(Reply::Project),

@@ -216,6 +216,33 @@ impl Client {
         }
     }
 
+    /// Hands a generator's output to the server, which expands it (or fails Create Jobs).
+    pub async fn upload_pipeline(
+        &self,
+        job: Uuid,
+        lease: Uuid,
+        output: Vec<u8>,
+    ) -> Result<(), RunnerError> {
+        let resp = self
+            .http
+            .post(self.url(&format!("/jobs/{job}/pipeline?lease_id={lease}")))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .timeout(Duration::from_secs(30))
+            .body(output)
+            .send()
+            .await
+            .map_err(|source| RunnerError::Http {
+                server: self.server.clone(),
+                source,
+            })?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(Self::refused(resp).await)
+        }
+    }
+
     pub async fn finish(
         &self,
         job: Uuid,

@@ -2,7 +2,10 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
@@ -81,13 +84,26 @@ async fn stop_group(child: &mut Child, pgid: u32, grace: Duration) -> Option<Exi
     }
 }
 
-/// Forwards a pipe to the uploader in chunks as they are written.
-async fn pump(mut pipe: impl tokio::io::AsyncRead + Unpin, out: mpsc::Sender<Vec<u8>>) {
+/// The most of a generator's stdout kept to upload as its pipeline.
+const MAX_GENERATED: usize = 8 * 1024 * 1024;
+
+/// Forwards a pipe to the uploader in chunks as they are written, keeping a copy in
+/// `capture` when asked (a generator's stdout is its pipeline).
+async fn pump(
+    mut pipe: impl tokio::io::AsyncRead + Unpin,
+    out: mpsc::Sender<Vec<u8>>,
+    capture: Option<Arc<Mutex<Vec<u8>>>>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
+                if let Some(c) = &capture {
+                    let mut c = c.lock();
+                    let room = MAX_GENERATED.saturating_sub(c.len());
+                    c.extend_from_slice(&buf[..n.min(room)]);
+                }
                 if out.send(buf[..n].to_vec()).await.is_err() {
                     return;
                 }
@@ -198,12 +214,15 @@ pub async fn execute(
         }
     };
     let pgid = child.id().unwrap_or(0);
+    let generator = (job.name == crate::domain::pipeline::CREATE_JOBS)
+        .then(|| Arc::new(Mutex::new(Vec::new())));
     let (tx, rx) = mpsc::channel(64);
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(pump(out, tx.clone()));
-    }
+    let stdout_pump = child
+        .stdout
+        .take()
+        .map(|out| tokio::spawn(pump(out, tx.clone(), generator.clone())));
     if let Some(err) = child.stderr.take() {
-        tokio::spawn(pump(err, tx.clone()));
+        tokio::spawn(pump(err, tx.clone(), None));
     }
     drop(tx);
     let uploader = tokio::spawn(upload(client.clone(), job.id, lease_id, rx));
@@ -251,8 +270,23 @@ pub async fn execute(
     // Output written before the end goes up before the result; a grandchild that keeps a
     // pipe open past the group kill cannot hold the report back for long.
     let _ = tokio::time::timeout(Duration::from_secs(5), uploader).await;
-    if let Some(outcome) = outcome {
-        report(outcome).await;
+    match (outcome, generator) {
+        // A generator that succeeded hands over what it printed; the server ends Create Jobs.
+        (Some(outcome), Some(printed)) if outcome.state == "finished" => {
+            if let Some(p) = stdout_pump {
+                let _ = tokio::time::timeout(Duration::from_secs(5), p).await;
+            }
+            let output = std::mem::take(&mut *printed.lock());
+            if let Err(e) = client.upload_pipeline(job.id, lease_id, output).await {
+                tracing::warn!(job = %job.id, error = %e, "could not upload the generated pipeline");
+                report(Outcome::error(format!(
+                    "could not upload the generated pipeline: {e}"
+                )))
+                .await;
+            }
+        }
+        (Some(outcome), _) => report(outcome).await,
+        (None, _) => {}
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
