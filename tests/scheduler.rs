@@ -198,3 +198,48 @@ async fn a_manual_trigger_starts_a_build_even_when_paused() {
     assert_eq!(w["last_run"]["build_id"], builds[0]["id"]);
     assert_eq!(w["is_active"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_runs_its_own_pipeline_over_the_projects_default() {
+    let s = TestServer::start().await;
+    project_with_pipeline(&s).await;
+    let mut body = watch_body("p", "viking://res/own");
+    body["pipeline"] = json!({"jobs": [{"name": "own", "run": "true"}]});
+    let r = s.create_watch(&s.admin, body).await;
+    let w = r.expect(201).clone();
+    assert_eq!(w["pipeline"]["jobs"][0]["name"], "own");
+    let id = str_field(&w, "id");
+    s.post(&s.admin, &format!("/watches/{id}/trigger"), json!({}))
+        .await
+        .expect(202);
+    let builds = watch_builds(&s, &id).await;
+    let b = s.build_now("p", builds[0]["id"].as_str().unwrap()).await;
+    assert_eq!(job_names(&b), ["Create Jobs", "own"]);
+
+    // null goes back to the project's default.
+    let r = s
+        .patch(
+            &s.admin,
+            &format!("/watches/{id}"),
+            json!({"pipeline": null}),
+        )
+        .await;
+    assert_eq!(r.expect(200)["pipeline"], Value::Null);
+    s.post(&s.admin, &format!("/watches/{id}/trigger"), json!({}))
+        .await
+        .expect(202);
+    let newest = &watch_builds(&s, &id).await[0];
+    let b = s.build_now("p", newest["id"].as_str().unwrap()).await;
+    assert_eq!(job_names(&b), ["Create Jobs", "sync"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_watch_pipeline_is_refused_and_nothing_is_created() {
+    let s = TestServer::start().await;
+    project_with_pipeline(&s).await;
+    let mut body = watch_body("p", "viking://res/bad");
+    body["pipeline"] = json!({"jobs": [{"name": "a", "run": "true", "depends_on": ["a"]}]});
+    let r = s.create_watch(&s.admin, body).await;
+    assert_field_problem(&r, "invalid_pipeline", "pipeline");
+    assert!(s.all_watches(&s.admin).await.is_empty());
+}

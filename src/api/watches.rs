@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{AppState, Problem, etag, if_match, mutate, parse_body, read, rfc3339, unexpected};
-use crate::domain::{Command, NewWatch, Reply, Watch, WatchKey, WatchPatch};
+use crate::domain::{Command, NewWatch, Pipeline, Reply, Watch, WatchKey, WatchPatch};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -48,6 +48,9 @@ pub struct WatchView {
     pub next_run_at: Option<String>,
     pub last_run: Option<LastRunView>,
     pub consecutive_failures: u32,
+    /// The watch's own pipeline; null runs the project's default.
+    #[schema(value_type = Option<Object>)]
+    pub pipeline: Option<serde_json::Value>,
     /// Scheduled fires skipped because the previous build was still running.
     pub skipped_overlap: u64,
     /// Scheduled fires swallowed by downtime, collapsed into catch-up fires.
@@ -88,6 +91,10 @@ impl From<&Watch> for WatchView {
                 missed: r.missed,
             }),
             consecutive_failures: w.consecutive_failures,
+            pipeline: w
+                .pipeline
+                .as_ref()
+                .and_then(|p| serde_json::to_value(p).ok()),
             skipped_overlap: w.skipped_overlap,
             missed: w.missed,
             version: w.version,
@@ -132,6 +139,8 @@ pub struct CreateWatchBody {
     pub instruction: Option<String>,
     /// Defaults to true.
     pub is_active: Option<bool>,
+    /// What a fire runs; the project's default pipeline when absent.
+    pub pipeline: Option<super::builds::PipelineBody>,
 }
 
 /// Distinguishes an absent field (leave as is) from `null` (clear it).
@@ -153,6 +162,16 @@ pub struct UpdateWatchBody {
     #[serde(default, deserialize_with = "some_nullable")]
     #[schema(value_type = Option<String>)]
     pub instruction: Option<Option<String>>,
+    /// The watch's own pipeline; null goes back to the project's default.
+    #[serde(default, deserialize_with = "some_nullable_pipeline")]
+    #[schema(value_type = Option<super::builds::PipelineBody>)]
+    pub pipeline: Option<Option<super::builds::PipelineBody>>,
+}
+
+fn some_nullable_pipeline<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<super::builds::PipelineBody>>, D::Error> {
+    Option::<super::builds::PipelineBody>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize, IntoParams, Default)]
@@ -328,8 +347,8 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let command = parse_body::<CreateWatchBody>(body).map(|b| {
-        Command::CreateWatch(NewWatch {
+    let command = parse_body::<CreateWatchBody>(body).and_then(|b| {
+        let watch = NewWatch {
             project: b.project,
             source: b.source,
             to_uri: b.to_uri,
@@ -337,6 +356,13 @@ pub async fn create(
             reason: b.reason,
             instruction: b.instruction,
             is_active: b.is_active.unwrap_or(true),
+        };
+        Ok(match b.pipeline {
+            None => Command::CreateWatch(watch),
+            Some(p) => Command::CreateWatchWithPipeline {
+                watch,
+                pipeline: Pipeline::try_from(p)?,
+            },
         })
     });
     let done = mutate(&app, &headers, "create_watch", false, command).await?;
@@ -363,14 +389,23 @@ async fn do_update(
         let q = query(q)?;
         let id = id.transpose()?;
         let b: UpdateWatchBody = parse_body(body)?;
-        Ok(Command::UpdateWatch {
-            key: key(id, &q),
-            if_match: if_match(&headers),
-            patch: WatchPatch {
-                watch_interval: b.watch_interval,
-                is_active: b.is_active,
-                reason: b.reason,
-                instruction: b.instruction,
+        let patch = WatchPatch {
+            watch_interval: b.watch_interval,
+            is_active: b.is_active,
+            reason: b.reason,
+            instruction: b.instruction,
+        };
+        Ok(match b.pipeline {
+            None => Command::UpdateWatch {
+                key: key(id, &q),
+                if_match: if_match(&headers),
+                patch,
+            },
+            Some(p) => Command::UpdateWatchWithPipeline {
+                key: key(id, &q),
+                if_match: if_match(&headers),
+                patch,
+                pipeline: p.map(Pipeline::try_from).transpose()?,
             },
         })
     })();

@@ -51,26 +51,33 @@ impl AuditEntry {
             }
             (Command::IssueToken { .. }, _) => (None, None),
             (Command::RevokeToken { id }, _) => (Some(format!("token:{id}")), None),
-            (Command::CreateWatch(new), Some(Event::WatchCreated { id, .. })) => {
-                (Some(format!("watch:{id}")), Some(new.project.clone()))
-            }
-            (Command::CreateWatch(new), _) => (
+            (
+                Command::CreateWatch(new) | Command::CreateWatchWithPipeline { watch: new, .. },
+                Some(Event::WatchCreated { id, .. }),
+            ) => (Some(format!("watch:{id}")), Some(new.project.clone())),
+            (
+                Command::CreateWatch(new) | Command::CreateWatchWithPipeline { watch: new, .. },
+                _,
+            ) => (
                 Some(format!("to_uri:{}", new.to_uri)),
                 Some(new.project.clone()),
             ),
             (
                 Command::UpdateWatch { .. }
+                | Command::UpdateWatchWithPipeline { .. }
                 | Command::DeleteWatch { .. }
                 | Command::TriggerWatch { .. },
                 Some(
                     Event::WatchUpdated { id, .. }
                     | Event::WatchDeleted { id, .. }
                     | Event::WatchFired { id, .. }
-                    | Event::WatchRan { id, .. },
+                    | Event::WatchRan { id, .. }
+                    | Event::WatchPipelineSet { id, .. },
                 ),
             ) => (Some(format!("watch:{id}")), watch_project(id)),
             (
                 Command::UpdateWatch { key, .. }
+                | Command::UpdateWatchWithPipeline { key, .. }
                 | Command::DeleteWatch { key, .. }
                 | Command::TriggerWatch { key },
                 _,

@@ -436,15 +436,15 @@ fn new_build(ctx: &Ctx, g: Generation<'_>) -> Vec<Event> {
     events
 }
 
-/// A build for a watch's fire, with the watch in the environment, or nothing when the
-/// watch's project has no pipeline to run. Its id is `ctx.nth_id(0)`.
+/// A build for a watch's fire, with the watch in the environment, running the watch's own
+/// pipeline or else its project's default; nothing when there is neither. Its id is `ctx.nth_id(0)`.
 pub(super) fn for_watch(
     state: &State,
     ctx: &Ctx,
     watch: &super::Watch,
 ) -> Option<(Uuid, Vec<Event>)> {
     let p = state.projects.get(&watch.project)?;
-    let pipeline = p.default_pipeline.as_ref()?;
+    let pipeline = watch.pipeline.as_ref().or(p.default_pipeline.as_ref())?;
     let mut env = BTreeMap::from([
         ("REEVE_WATCH_ID".to_string(), watch.id.to_string()),
         ("REEVE_WATCH_SOURCE".to_string(), watch.source.clone()),

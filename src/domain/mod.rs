@@ -253,6 +253,18 @@ pub enum Command {
         pipeline: Option<Pipeline>,
         error: Option<String>,
     },
+    /// A watch with a pipeline of its own.
+    CreateWatchWithPipeline {
+        watch: NewWatch,
+        pipeline: Pipeline,
+    },
+    /// A PATCH that also sets (or, with `None`, clears) the watch's own pipeline.
+    UpdateWatchWithPipeline {
+        key: WatchKey,
+        if_match: Option<u64>,
+        patch: WatchPatch,
+        pipeline: Option<Pipeline>,
+    },
     /// Refusals of one kind from one principal that were answered but not logged one by one
     /// (DESIGN rule 4); logged as one commit when their window closes.
     Coalesced {
@@ -290,6 +302,8 @@ impl Command {
             Command::ExpireLeases => "expire_leases",
             Command::FireWatch { .. } => "fire_watch",
             Command::ExpandJobs { .. } => "expand_jobs",
+            Command::CreateWatchWithPipeline { .. } => "create_watch",
+            Command::UpdateWatchWithPipeline { .. } => "update_watch",
             Command::PauseFailingWatch { .. } => "pause_failing_watch",
             Command::Coalesced { op, .. } => op,
         }
@@ -420,6 +434,11 @@ pub enum Event {
         id: Uuid,
         next_run_at: Millis,
     },
+    /// The watch's own pipeline (`None`: run the project's default).
+    WatchPipelineSet {
+        id: Uuid,
+        pipeline: Option<Pipeline>,
+    },
 }
 
 /// Why a command was refused: an HTTP status, a stable code, and a reason that says what to
@@ -532,7 +551,17 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rej
             key,
             if_match,
             patch,
-        } => watch::update(state, &caller, key, *if_match, patch, ctx),
+        } => watch::update(state, &caller, key, *if_match, patch, None, ctx),
+        Command::CreateWatchWithPipeline {
+            watch: new,
+            pipeline,
+        } => watch::create_with_pipeline(state, &caller, new, pipeline, ctx),
+        Command::UpdateWatchWithPipeline {
+            key,
+            if_match,
+            patch,
+            pipeline,
+        } => watch::update(state, &caller, key, *if_match, patch, Some(pipeline), ctx),
         Command::DeleteWatch { key, if_match } => watch::delete(state, &caller, key, *if_match),
         Command::TriggerWatch { key } => watch::trigger(state, &caller, key, ctx),
         Command::Malformed {

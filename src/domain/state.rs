@@ -392,6 +392,7 @@ impl State {
                         next_run_at: *next_run_at,
                         last_run: None,
                         consecutive_failures: 0,
+                        pipeline: None,
                         fires: 0,
                         skipped_overlap: 0,
                         missed: 0,
@@ -486,6 +487,13 @@ impl State {
                     }
                 }
                 self.reschedule(*id, before);
+            }
+            Event::WatchPipelineSet { id, pipeline } => {
+                if let Some(w) = self.watches.get_mut(id) {
+                    w.pipeline = pipeline.clone();
+                    w.updated_at = at;
+                    w.version += 1;
+                }
             }
             Event::WatchSkipped { id, next_run_at } => {
                 let before = self.watches.get(id).and_then(|w| w.next_run_at);
@@ -878,6 +886,16 @@ impl State {
                 self.jobs.get(job).map(|j| Reply::Job(Box::new(j.clone())))
             }
             Command::UpdateProject { id, .. } => self.projects.get(id).cloned().map(Reply::Project),
+            Command::CreateWatchWithPipeline { .. } | Command::UpdateWatchWithPipeline { .. } => {
+                events.iter().find_map(|e| match e {
+                    Event::WatchCreated { id, .. }
+                    | Event::WatchUpdated { id, .. }
+                    | Event::WatchPipelineSet { id, .. } => {
+                        self.watches.get(id).cloned().map(Reply::Watch)
+                    }
+                    _ => None,
+                })
+            }
             Command::TriggerWatch { .. } => events.iter().find_map(|e| match e {
                 Event::WatchRan { id, .. } | Event::WatchFired { id, .. } => {
                     self.watches.get(id).map(|w| Reply::WatchTriggered {

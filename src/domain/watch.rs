@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::Pipeline;
 use super::{Caller, Ctx, Event, JobState, Millis, Principal, Rejection, State, check_if_match};
 
 /// A year, in minutes.
@@ -29,6 +30,8 @@ pub struct Watch {
     pub next_run_at: Option<Millis>,
     pub last_run: Option<LastRun>,
     pub consecutive_failures: u32,
+    /// What it runs; `None` runs its project's default pipeline.
+    pub pipeline: Option<Pipeline>,
     pub fires: u64,
     /// Scheduled fires skipped because the previous build was still running.
     pub skipped_overlap: u64,
@@ -256,6 +259,23 @@ impl State {
     }
 }
 
+/// A watch with a pipeline of its own, run instead of its project's default.
+pub(super) fn create_with_pipeline(
+    state: &State,
+    caller: &Caller<'_>,
+    new: &NewWatch,
+    pipeline: &Pipeline,
+    ctx: &Ctx,
+) -> Result<Vec<Event>, Rejection> {
+    let mut events = create(state, caller, new, ctx)?;
+    super::pipeline::validate(pipeline, ctx.rules.max_jobs)?;
+    events.push(Event::WatchPipelineSet {
+        id: ctx.new_id,
+        pipeline: Some(pipeline.clone()),
+    });
+    Ok(events)
+}
+
 pub(super) fn create(
     state: &State,
     caller: &Caller<'_>,
@@ -316,17 +336,28 @@ pub(super) fn update(
     key: &WatchKey,
     if_match: Option<u64>,
     patch: &WatchPatch,
+    pipeline: Option<&Option<Pipeline>>,
     ctx: &Ctx,
 ) -> Result<Vec<Event>, Rejection> {
-    if patch.is_empty() {
+    if patch.is_empty() && pipeline.is_none() {
         return Err(Rejection::new(
             422,
             "nothing_to_change",
-            "the body changes nothing; give any of watch_interval, is_active, reason, instruction",
+            "the body changes nothing; give any of watch_interval, is_active, reason, instruction, pipeline",
         ));
     }
     let w = state.resolve_watch(caller, key)?;
     check_if_match("watch", if_match, w.version)?;
+    if let Some(Some(p)) = pipeline {
+        super::pipeline::validate(p, ctx.rules.max_jobs)?;
+    }
+    let set_pipeline = pipeline.map(|p| Event::WatchPipelineSet {
+        id: w.id,
+        pipeline: p.clone(),
+    });
+    if patch.is_empty() {
+        return Ok(set_pipeline.into_iter().collect());
+    }
     if let Some(v) = patch.watch_interval {
         validate_interval(v, ctx.rules.watch_interval_floor_secs)?;
     }
@@ -352,14 +383,16 @@ pub(super) fn update(
     } else {
         None
     };
-    Ok(vec![Event::WatchUpdated {
+    let mut events = vec![Event::WatchUpdated {
         id: w.id,
         watch_interval: patch.watch_interval,
         is_active: patch.is_active,
         reason: patch.reason.clone(),
         instruction: patch.instruction.clone(),
         next_run_at,
-    }])
+    }];
+    events.extend(set_pipeline);
+    Ok(events)
 }
 
 pub(super) fn delete(
