@@ -120,12 +120,13 @@ async fn pause_and_delete_stop_the_schedule_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watch_that_keeps_failing_pauses_itself() {
-    let s = TestServer::start_with(|c| c.watch_failure_limit = 2).await;
+async fn a_watch_that_fails_five_times_pauses_itself() {
+    // The default limit: five failed builds in a row.
+    let s = TestServer::start().await;
     project_with_pipeline(&s).await;
     let runner = s.runner_token().await;
     let id = fast_watch(&s, "viking://res/flaky").await;
-    let w = eventually(Duration::from_secs(20), || async {
+    let w = eventually(Duration::from_secs(30), || async {
         // Fail every job the watch's builds run.
         while let Some(c) = s.claim(&runner).await {
             let job = str_field(&c["job"], "id");
@@ -138,9 +139,10 @@ async fn a_watch_that_keeps_failing_pauses_itself() {
     })
     .await
     .expect("the watch paused itself");
-    assert_eq!(w["reason"], "paused after 2 consecutive failures");
-    assert_eq!(w["consecutive_failures"], 2);
+    assert_eq!(w["reason"], "paused after 5 consecutive failures");
+    assert_eq!(w["consecutive_failures"], 5);
     assert_eq!(w["last_run"]["outcome"], "failure");
+    assert!(ts(&w["last_run"]["finished_at"]) >= ts(&w["last_run"]["at"]));
     assert_eq!(w["next_run_at"], Value::Null);
     // Resuming starts a new streak.
     let r = s

@@ -61,9 +61,13 @@ pub struct WatchView {
 
 #[derive(Serialize, ToSchema)]
 pub struct LastRunView {
+    /// When it fired.
     pub at: String,
     pub build_id: Option<Uuid>,
+    /// triggered (no build), or the build's state: running, finished, failure, error, killed.
     pub outcome: String,
+    /// When the build ended.
+    pub finished_at: Option<String>,
     pub manual: bool,
     pub missed: u32,
 }
@@ -87,6 +91,7 @@ impl From<&Watch> for WatchView {
                 at: rfc3339(r.at),
                 build_id: r.build_id,
                 outcome: r.outcome.as_str().to_string(),
+                finished_at: r.finished_at.map(rfc3339),
                 manual: r.manual,
                 missed: r.missed,
             }),

@@ -454,6 +454,7 @@ impl State {
                         at,
                         build_id: None,
                         outcome: super::RunOutcome::Triggered,
+                        finished_at: None,
                         manual: *manual,
                         missed: *missed,
                     });
@@ -477,6 +478,7 @@ impl State {
                         at,
                         build_id: *build_id,
                         outcome,
+                        finished_at: None,
                         manual: *manual,
                         missed: *missed,
                     });
@@ -604,7 +606,7 @@ impl State {
                         orig.version += 1;
                     }
                 }
-                self.follow_watch_build(*build_id);
+                self.follow_watch_build(at, *build_id);
                 for r in relinks {
                     if let Some(child) = self.jobs.get_mut(&r.job) {
                         for d in child.depends_on.iter_mut().filter(|d| d.job_id == r.from) {
@@ -691,7 +693,7 @@ impl State {
 
     /// A watch's last run follows the build it started; its failures in a row are counted
     /// as that build ends (and uncounted if a restart reopens it).
-    fn follow_watch_build(&mut self, build_id: Uuid) {
+    fn follow_watch_build(&mut self, at: Millis, build_id: Uuid) {
         let Some(build) = self.builds.get(&build_id) else {
             return;
         };
@@ -710,6 +712,7 @@ impl State {
             return;
         }
         run.outcome = now;
+        run.finished_at = (now != super::RunOutcome::Build(JobState::Running)).then_some(at);
         if before.failed() && !now.failed() {
             w.consecutive_failures = w.consecutive_failures.saturating_sub(1);
         }
@@ -789,7 +792,7 @@ impl State {
         j.version += 1;
         let build = j.build_id;
         self.touch_build(build);
-        self.follow_watch_build(build);
+        self.follow_watch_build(at, build);
     }
 
     /// A build with its jobs, as a reply.

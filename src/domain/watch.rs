@@ -47,6 +47,8 @@ pub struct LastRun {
     pub at: Millis,
     pub build_id: Option<Uuid>,
     pub outcome: RunOutcome,
+    /// When its build ended (`None` while it runs, or when it started none).
+    pub finished_at: Option<Millis>,
     pub manual: bool,
     pub missed: u32,
 }
