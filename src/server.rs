@@ -367,6 +367,23 @@ async fn embedded_runner_token(control: &Control, data_dir: &Path) -> Result<Str
     }
     let secret = auth::new_secret().map_err(|e| ServerError::Bootstrap(e.to_string()))?;
     write_secret_file(&path, &secret)?;
+    issue_own_token(
+        control,
+        &secret,
+        TokenKind::Runner,
+        "embedded runners (runner.token)",
+    )
+    .await?;
+    Ok(secret)
+}
+
+/// Registers a token reeve made for itself (the first admin, its embedded runners).
+async fn issue_own_token(
+    control: &Control,
+    secret: &str,
+    kind: TokenKind,
+    description: &str,
+) -> Result<(), ServerError> {
     let submitted = control
         .submit(Submission {
             principal: Principal::System,
@@ -374,11 +391,12 @@ async fn embedded_runner_token(control: &Control, data_dir: &Path) -> Result<Str
             request_id: Uuid::now_v7().to_string(),
             idempotency_key: None,
             command: Command::IssueToken {
-                secret_hash: auth::hash_secret(&secret),
-                kind: TokenKind::Runner,
-                description: "embedded runners (runner.token)".into(),
+                secret_hash: auth::hash_secret(secret),
+                kind,
+                description: description.to_string(),
                 enabled_projects: Default::default(),
-                allow_trigger: false,
+                // Runners need no permission to change things; the admin needs it all.
+                allow_trigger: kind == TokenKind::Admin,
                 expires_at: None,
             },
         })
@@ -386,7 +404,7 @@ async fn embedded_runner_token(control: &Control, data_dir: &Path) -> Result<Str
     submitted
         .result
         .map_err(|r| ServerError::Bootstrap(format!("{}: {}", r.code, r.reason)))?;
-    Ok(secret)
+    Ok(())
 }
 
 /// On a fresh data dir, creates the first admin token (written to `<data-dir>/admin.token`,
@@ -418,29 +436,12 @@ async fn bootstrap_admin(
             (secret, Some(path))
         }
     };
-    let submitted = control
-        .submit(Submission {
-            principal: Principal::System,
-            plane: Plane::System,
-            request_id: Uuid::now_v7().to_string(),
-            idempotency_key: None,
-            command: Command::IssueToken {
-                secret_hash: auth::hash_secret(&secret),
-                kind: TokenKind::Admin,
-                description: if path.is_some() {
-                    "bootstrap admin token (admin.token)".into()
-                } else {
-                    "REEVE_ADMIN_TOKEN".into()
-                },
-                enabled_projects: Default::default(),
-                allow_trigger: true,
-                expires_at: None,
-            },
-        })
-        .await?;
-    submitted
-        .result
-        .map_err(|r| ServerError::Bootstrap(format!("{}: {}", r.code, r.reason)))?;
+    let description = if path.is_some() {
+        "bootstrap admin token (admin.token)"
+    } else {
+        "REEVE_ADMIN_TOKEN"
+    };
+    issue_own_token(control, &secret, TokenKind::Admin, description).await?;
     Ok((Some(secret), path))
 }
 

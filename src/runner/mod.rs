@@ -190,17 +190,20 @@ impl Client {
         }
     }
 
-    pub async fn append_log(
+    /// Posts raw bytes (output, or a generator's pipeline) under the job's lease.
+    async fn post_bytes(
         &self,
         job: Uuid,
         lease: Uuid,
+        what: &str,
+        content_type: &str,
         bytes: Vec<u8>,
     ) -> Result<(), RunnerError> {
         let resp = self
             .http
-            .post(self.url(&format!("/jobs/{job}/log?lease_id={lease}")))
+            .post(self.url(&format!("/jobs/{job}/{what}?lease_id={lease}")))
             .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .timeout(Duration::from_secs(30))
             .body(bytes)
             .send()
@@ -216,6 +219,16 @@ impl Client {
         }
     }
 
+    pub async fn append_log(
+        &self,
+        job: Uuid,
+        lease: Uuid,
+        bytes: Vec<u8>,
+    ) -> Result<(), RunnerError> {
+        self.post_bytes(job, lease, "log", "application/octet-stream", bytes)
+            .await
+    }
+
     /// Hands a generator's output to the server, which expands it (or fails Create Jobs).
     pub async fn upload_pipeline(
         &self,
@@ -223,24 +236,8 @@ impl Client {
         lease: Uuid,
         output: Vec<u8>,
     ) -> Result<(), RunnerError> {
-        let resp = self
-            .http
-            .post(self.url(&format!("/jobs/{job}/pipeline?lease_id={lease}")))
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .timeout(Duration::from_secs(30))
-            .body(output)
-            .send()
+        self.post_bytes(job, lease, "pipeline", "application/json", output)
             .await
-            .map_err(|source| RunnerError::Http {
-                server: self.server.clone(),
-                source,
-            })?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(Self::refused(resp).await)
-        }
     }
 
     pub async fn finish(
