@@ -285,31 +285,7 @@ pub async fn append_log(
         let principal = authenticate(&state, &headers)?;
         let caller = state.caller(principal, now_ms())?;
         state.admit(&caller, Plane::Runner)?;
-        let j = state
-            .jobs
-            .get(&job)
-            .filter(|j| {
-                state
-                    .builds
-                    .get(&j.build_id)
-                    .is_some_and(|b| caller.sees_project(&b.project))
-            })
-            .ok_or_else(|| {
-                Problem::new(
-                    StatusCode::NOT_FOUND,
-                    "job_not_found",
-                    format!("no job {job}"),
-                )
-            })?;
-        let holds = j.lease.as_ref().is_some_and(|l| l.id == q.lease_id)
-            && matches!(j.state, JobState::Running | JobState::Killed);
-        if !holds {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "stale_lease",
-                format!("lease {} does not hold job {job}", q.lease_id),
-            ));
-        }
+        crate::domain::leased(&state, &caller, job, q.lease_id)?;
     }
     let length = app
         .control

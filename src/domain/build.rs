@@ -791,7 +791,9 @@ pub(super) fn claim(
     }])
 }
 
-fn leased<'s>(
+/// The job `lease_id` holds, if the caller may see it and it is still running (or was aborted
+/// while it ran, so its runner can still report).
+pub fn leased<'s>(
     state: &'s State,
     caller: &Caller<'_>,
     id: Uuid,

@@ -18,7 +18,7 @@ mod watch;
 
 pub use audit::AuditEntry;
 pub use build::{
-    Build, Cloned, Job, JobDep, JobState, Lease, NewJob, Relink, Trigger, derived_state,
+    Build, Cloned, Job, JobDep, JobState, Lease, NewJob, Relink, Trigger, derived_state, leased,
 };
 pub use pipeline::{Accept, Dependency, JobSpec, Pipeline};
 pub use project::Project;
