@@ -11,6 +11,7 @@
 //! - [`auth`]: token secrets and how a bearer token becomes a principal.
 //! - [`limits`]: rate limits per token and bucket.
 //! - [`api`]: the REST surface (`/api/v1`), problem+json errors, the OpenAPI document.
+//! - [`mcp`]: the MCP endpoint (`/mcp`): the same commands and projections as tools for agents.
 //! - [`runner`]: runs claimed jobs as process groups; `reeve runner` and the embedded runners.
 //! - [`server`]: configuration, bootstrap (the first admin token), serve, graceful shutdown.
 //! - [`cli`]: the `reeve` command line.
@@ -65,5 +66,6 @@ pub mod control;
 pub mod domain;
 pub mod limits;
 pub mod log;
+pub mod mcp;
 pub mod runner;
 pub mod server;

@@ -39,6 +39,7 @@ pub struct ServerConfig {
     pub mcp_read_per_min: u32,
     pub trigger_per_min: u32,
     pub read_per_min: u32,
+    pub mcp: crate::mcp::McpConfig,
 }
 
 impl ServerConfig {
@@ -71,6 +72,7 @@ impl ServerConfig {
             mcp_read_per_min: Limits::default().mcp_read_per_min,
             trigger_per_min: Limits::default().trigger_per_min,
             read_per_min: Limits::default().read_per_min,
+            mcp: crate::mcp::McpConfig::default(),
         }
     }
 }
@@ -119,6 +121,7 @@ impl Server {
                 max_jobs: cfg.max_jobs,
                 lease_secs: cfg.lease_secs,
                 watch_failure_limit: cfg.watch_failure_limit,
+                mcp_read_only: cfg.mcp.read_only,
             },
         };
         let control = tokio::task::spawn_blocking(move || Control::open(&dir, options))
@@ -139,11 +142,14 @@ impl Server {
             source,
         })?;
         let (stop, mut stopped) = watch::channel(false);
-        let app = api::router(AppState {
-            control: control.clone(),
-            limits: Arc::new(RateLimits::new(cfg.limits())),
-            shutdown: stop.subscribe(),
-        });
+        let app = api::router(
+            AppState {
+                control: control.clone(),
+                limits: Arc::new(RateLimits::new(cfg.limits())),
+                shutdown: stop.subscribe(),
+            },
+            cfg.mcp.clone(),
+        );
         let serving = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {

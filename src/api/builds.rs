@@ -73,14 +73,14 @@ fn verbs() -> Router<AppState> {
 
 // ---- wire shapes ----
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, schemars::JsonSchema)]
 pub struct DependencyView {
     pub job: String,
     pub job_id: Uuid,
     pub on: Vec<Accept>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, schemars::JsonSchema)]
 pub struct JobView {
     pub id: Uuid,
     pub build_id: Uuid,
@@ -131,7 +131,7 @@ impl From<&Job> for JobView {
     }
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, schemars::JsonSchema)]
 pub struct BuildView {
     pub id: Uuid,
     pub project: String,
@@ -199,31 +199,31 @@ pub struct BuildList {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, schemars::JsonSchema)]
 pub struct Aborted {
     /// The jobs this call killed (empty when there was nothing left to kill).
     pub aborted: Vec<Uuid>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, schemars::JsonSchema)]
 pub struct ClonedView {
     pub from: Uuid,
     pub to: Uuid,
     pub name: String,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, schemars::JsonSchema)]
 pub struct Restarted {
     pub jobs: Vec<ClonedView>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, schemars::JsonSchema)]
 pub struct Rerun {
     pub job: JobView,
 }
 
 /// A dependency: a job name, or `{job, on}` to accept other parent states.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum DependencyBody {
     Name(String),
@@ -239,7 +239,7 @@ fn finished() -> Vec<Accept> {
     vec![Accept::Finished]
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobBody {
     /// `/`-separated segments of a-z, 0-9, '_' and '-'.
@@ -255,7 +255,7 @@ pub struct JobBody {
 
 /// Either `jobs` (the graph itself) or `generate` (a shell command, run as Create Jobs on a
 /// runner, whose stdout is `{"jobs": [...]}`).
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineBody {
     pub jobs: Option<Vec<JobBody>>,

@@ -44,7 +44,7 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, mcp: crate::mcp::McpConfig) -> Router {
     let v1 = Router::new()
         .merge(watches::routes())
         .merge(projects::routes())
@@ -55,12 +55,14 @@ pub fn router(state: AppState) -> Router {
         .nest("/mcp", builds::mcp_routes())
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi::serve));
-    Router::new()
+    let rest = Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi::serve))
         .fallback(route_not_found)
         .layer(middleware::map_response(errors_as_problems))
+        .with_state(state.clone());
+    rest.merge(crate::mcp::router(state, mcp))
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -70,7 +72,6 @@ pub fn router(state: AppState) -> Router {
             )
             .into_response()
         }))
-        .with_state(state)
 }
 
 #[utoipa::path(get, path = "/api/v1/healthz", tag = "operations",

@@ -21,7 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/projects/{id}", get(show).patch(update))
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, schemars::JsonSchema)]
 pub struct ProjectView {
     pub id: String,
     pub name: String,

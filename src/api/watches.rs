@@ -30,7 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/watches/{id}/trigger", post(trigger))
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, schemars::JsonSchema)]
 pub struct WatchView {
     pub id: Uuid,
     pub project: String,
@@ -59,7 +59,7 @@ pub struct WatchView {
     pub version: u64,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, schemars::JsonSchema)]
 pub struct LastRunView {
     /// When it fired.
     pub at: String,
@@ -123,7 +123,7 @@ pub struct WatchDeleted {
     pub deleted: bool,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, schemars::JsonSchema)]
 pub struct WatchTriggered {
     pub id: Uuid,
     pub to_uri: String,

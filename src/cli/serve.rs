@@ -52,6 +52,15 @@ pub struct ServeArgs {
     /// Reads per minute for each other token.
     #[arg(long, env = "REEVE_READ_PER_MIN", default_value_t = 6000)]
     read_per_min: u32,
+    /// Agents may only read: MCP write tools are hidden and refused.
+    #[arg(long, env = "REEVE_MCP_READ_ONLY")]
+    mcp_read_only: bool,
+    /// A Host accepted on /mcp besides loopback (`name` or `name:port`); repeatable.
+    #[arg(long = "mcp-allowed-host", value_name = "HOST")]
+    mcp_allowed_hosts: Vec<String>,
+    /// An Origin accepted on /mcp besides loopback (`https://agent.example.com`); repeatable.
+    #[arg(long = "mcp-allowed-origin", value_name = "ORIGIN")]
+    mcp_allowed_origins: Vec<String>,
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -96,6 +105,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
         mcp_read_per_min: args.mcp_read_per_min,
         trigger_per_min: args.trigger_per_min,
         read_per_min: args.read_per_min,
+        mcp: crate::mcp::McpConfig {
+            read_only: args.mcp_read_only,
+            allowed_hosts: args.mcp_allowed_hosts,
+            allowed_origins: args.mcp_allowed_origins,
+        },
     };
     let server = match Server::start(cfg).await {
         Ok(s) => s,

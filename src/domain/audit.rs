@@ -38,11 +38,13 @@ impl AuditEntry {
                 Event::WatchRan { .. } | Event::WatchUpdated { .. } | Event::WatchDeleted { .. }
             )
         });
-        let first = match &body.meta.command {
+        // An MCP write is audited under its tool's name but acts like the command it carries.
+        let command = body.meta.command.effective();
+        let first = match command {
             Command::TriggerWatch { .. } => watch_event,
             _ => body.events.first(),
         };
-        let (target, project) = match (&body.meta.command, first) {
+        let (target, project) = match (command, first) {
             (Command::CreateProject { id, .. }, _) => {
                 (Some(format!("project:{id}")), Some(id.clone()))
             }
@@ -88,6 +90,14 @@ impl AuditEntry {
                     .or_else(|| key.id.as_ref().and_then(watch_project)),
             ),
             (Command::Malformed { .. } | Command::Coalesced { .. }, _) => (None, None),
+            (
+                Command::McpCall {
+                    project, target, ..
+                },
+                _,
+            ) => (target.clone(), project.clone()),
+            // `effective` has unwrapped it.
+            (Command::McpWrite { .. }, _) => (None, None),
             (Command::UpdateProject { id, .. }, _) => {
                 (Some(format!("project:{id}")), Some(id.clone()))
             }

@@ -9,7 +9,18 @@ use uuid::Uuid;
 use super::pipeline::{self, Accept, CREATE_JOBS, Pipeline};
 use super::{Caller, Ctx, Event, Millis, Plane, Principal, Rejection, State, check_if_match};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,

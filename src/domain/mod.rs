@@ -101,6 +101,8 @@ pub struct Rules {
     pub lease_secs: u64,
     /// Consecutive failed builds after which a watch pauses itself.
     pub watch_failure_limit: u32,
+    /// Agents may only read: every MCP write is refused.
+    pub mcp_read_only: bool,
 }
 
 impl Rules {
@@ -116,6 +118,7 @@ impl Default for Rules {
             max_jobs: 300,
             lease_secs: 60,
             watch_failure_limit: 5,
+            mcp_read_only: false,
         }
     }
 }
@@ -275,6 +278,33 @@ pub enum Command {
         first_at: Millis,
         last_at: Millis,
     },
+    /// An MCP `tools/call` of a tool that changes something. `command` is decided exactly as
+    /// if it had come alone; the wrapper records which tool the agent called, and with what.
+    McpWrite {
+        tool: String,
+        /// The call's arguments as JSON text.
+        arguments: String,
+        command: Box<Command>,
+    },
+    /// An MCP `tools/call` that changes nothing: a read tool, or a call that never became a
+    /// command (an unknown tool, arguments that do not fit). Logged so that every agent call
+    /// is audited; `refusal` is why it was refused, if it was.
+    McpCall {
+        tool: String,
+        arguments: String,
+        project: Option<String>,
+        target: Option<String>,
+        refusal: Option<Refusal>,
+    },
+}
+
+/// A refusal decided outside the core (a read's, or a call's that could not be parsed), kept
+/// in the command so that `decide` can replay it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: String,
+    pub reason: String,
 }
 
 impl Command {
@@ -306,6 +336,15 @@ impl Command {
             Command::UpdateWatchWithPipeline { .. } => "update_watch",
             Command::PauseFailingWatch { .. } => "pause_failing_watch",
             Command::Coalesced { op, .. } => op,
+            Command::McpWrite { tool, .. } | Command::McpCall { tool, .. } => tool,
+        }
+    }
+
+    /// The command an MCP write carries; any other command is itself.
+    pub fn effective(&self) -> &Command {
+        match self {
+            Command::McpWrite { command, .. } => command.effective(),
+            other => other,
         }
     }
 
@@ -523,6 +562,9 @@ pub enum Reply {
 
 /// Decides a command against the state: the events to append, or why not.
 pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+    if let Command::McpWrite { command, .. } = cmd {
+        return decide_mcp_write(state, command, ctx);
+    }
     let caller = state.authorize(cmd, ctx)?;
     match cmd {
         Command::CreateProject { id, name } => project::create(state, id, name.as_deref()),
@@ -649,6 +691,41 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rej
             build::expand_generated(state, &caller, ctx, *job, *lease_id, output)
         }
         Command::PauseFailingWatch { id } => watch::pause_failing(state, ctx, *id),
+        Command::McpWrite { command, .. } => decide_mcp_write(state, command, ctx),
+        Command::McpCall { refusal, .. } => match refusal {
+            Some(r) => Err(Rejection::new(r.status, &r.code, r.reason.clone())),
+            None => Ok(Vec::new()),
+        },
+    }
+}
+
+/// An agent's change: refused outright on a read-only MCP server, and limited to what the
+/// MCP tools can ask for, whatever a forged wrapper might carry.
+fn decide_mcp_write(state: &State, command: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+    if ctx.rules.mcp_read_only {
+        return Err(Rejection::new(
+            403,
+            "mcp_read_only",
+            "this reeve server lets agents only read (--mcp-read-only); ask an operator to make the change",
+        ));
+    }
+    match command {
+        Command::CreateWatch(_)
+        | Command::UpdateWatch { .. }
+        | Command::DeleteWatch { .. }
+        | Command::TriggerWatch { .. }
+        | Command::TriggerBuild { .. }
+        | Command::RestartBuild { .. }
+        | Command::AbortBuild { .. }
+        | Command::RestartJob { .. }
+        | Command::RerunJob { .. }
+        | Command::AbortJob { .. }
+        | Command::Malformed { .. } => decide(state, command, ctx),
+        other => Err(Rejection::new(
+            400,
+            "not_an_agent_command",
+            format!("{} cannot be asked for through MCP", other.op()),
+        )),
     }
 }
 

@@ -10,7 +10,18 @@ use super::{JobState, Rejection};
 pub const CREATE_JOBS: &str = "Create Jobs";
 
 /// A parent state a dependency accepts. `Any` is `"*"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Accept {
     Finished,

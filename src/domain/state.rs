@@ -203,6 +203,8 @@ impl State {
                 | Command::ExpandJobs { .. } => {
                     return Ok(caller);
                 }
+                // An agent's read (or a call that never became a command) changes nothing.
+                Command::McpCall { .. } => return Ok(caller),
                 _ => {}
             }
             if !token.allow_trigger {
@@ -824,7 +826,7 @@ impl State {
             });
         }
         let events = &c.body.events;
-        let reply = match &c.body.meta.command {
+        let reply = match c.body.meta.command.effective() {
             Command::TriggerBuild { .. } | Command::RestartBuild { .. } => {
                 events.iter().find_map(|e| match e {
                     Event::BuildCreated { id, .. } => self.build_reply(*id),

@@ -1,0 +1,191 @@
+//! The MCP endpoint at `/mcp`: agents manage watches and builds through tools, served over
+//! Streamable HTTP by rmcp (stateless, JSON responses).
+//!
+//! The endpoint is another door onto the same core: every tool builds the [`Command`] a REST
+//! handler would, submits it through [`crate::control::Control::submit`] with plane `mcp`,
+//! and reads the same projections. What this module adds is the transport's rules (a gate in
+//! front of rmcp) and the tool table (`tools.rs`).
+//!
+//! [`Command`]: crate::domain::Command
+
+mod tools;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post_service;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+
+use crate::api::{AppState, BODY_LIMIT, Problem, authenticate, now_ms};
+use crate::domain::{Plane, Principal};
+
+/// The MCP revisions reeve speaks.
+pub const PROTOCOL_VERSIONS: [&str; 2] = ["2025-11-25", "2025-06-18"];
+
+const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// How the endpoint is exposed.
+#[derive(Clone, Debug, Default)]
+pub struct McpConfig {
+    /// Agents may only read: write tools are not listed, and calling one is refused.
+    pub read_only: bool,
+    /// `Host` values accepted besides loopback ones: `name` (any port) or `name:port`.
+    pub allowed_hosts: Vec<String>,
+    /// `Origin` values accepted besides loopback ones, e.g. `https://agent.example.com`.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Who the gate let in; rmcp hands it to the tools inside the request's http parts.
+#[derive(Clone, Copy, Debug)]
+struct Identity(Principal);
+
+struct Gate {
+    app: AppState,
+    cfg: McpConfig,
+}
+
+/// The `/mcp` route. It sits outside the REST error rewriting: JSON-RPC answers its own way.
+pub fn router(app: AppState, cfg: McpConfig) -> Router {
+    let handler = tools::Tools::new(app.clone(), cfg.read_only);
+    let transport = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_sse_keep_alive(None)
+        .with_max_request_body_bytes(BODY_LIMIT)
+        // The gate checks Host and Origin itself, before authentication, so that an
+        // unauthenticated rebinding attempt is refused as such.
+        .disable_allowed_hosts();
+    let service = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(NeverSessionManager::default()),
+        transport,
+    );
+    let gate = Arc::new(Gate { app, cfg });
+    Router::new()
+        .route("/mcp", post_service(service))
+        .route_layer(middleware::from_fn_with_state(gate, guard))
+}
+
+/// The transport's rules, in order: DNS-rebinding protection (403), the protocol revision
+/// (400), then the bearer token (401, or 403 for a token of another kind).
+async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) -> Response {
+    if let Err(p) = gate.check_host(req.headers()) {
+        return p.into_response();
+    }
+    if let Err(p) = gate.check_origin(req.headers()) {
+        return p.into_response();
+    }
+    if let Some(v) = req.headers().get("mcp-protocol-version") {
+        let v = v.to_str().unwrap_or("");
+        if !PROTOCOL_VERSIONS.contains(&v) {
+            return Problem::bad_request(
+                "unsupported_protocol_version",
+                format!(
+                    "MCP-Protocol-Version {v:?} is not supported; reeve speaks {}",
+                    PROTOCOL_VERSIONS.join(" and ")
+                ),
+            )
+            .into_response();
+        }
+    }
+    let principal = {
+        let state = gate.app.control.state();
+        let admitted = authenticate(&state, req.headers())
+            .and_then(|p| Ok(state.caller(p, now_ms()).map(|c| (p, c))?));
+        match admitted {
+            Err(p) => return invalid_token(p),
+            Ok((principal, caller)) => {
+                if let Err(r) = state.admit(&caller, Plane::Mcp) {
+                    return Problem::from(r).into_response();
+                }
+                principal
+            }
+        }
+    };
+    req.extensions_mut().insert(Identity(principal));
+    next.run(req).await
+}
+
+fn invalid_token(p: Problem) -> Response {
+    let mut resp = p.into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"reeve\", error=\"invalid_token\""),
+    );
+    resp
+}
+
+fn forbidden(code: &str, detail: String) -> Problem {
+    Problem::new(StatusCode::FORBIDDEN, code, detail)
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    LOOPBACK_HOSTS.iter().any(|h| host.eq_ignore_ascii_case(h))
+}
+
+impl Gate {
+    fn check_host(&self, headers: &HeaderMap) -> Result<(), Problem> {
+        let raw = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let authority = raw.parse::<axum::http::uri::Authority>().map_err(|_| {
+            forbidden(
+                "host_not_allowed",
+                format!("the Host header {raw:?} is not a host name"),
+            )
+        })?;
+        let host = authority.host();
+        let allowed = is_loopback(host)
+            || self.cfg.allowed_hosts.iter().any(|a| {
+                a.eq_ignore_ascii_case(authority.as_str())
+                    || a.eq_ignore_ascii_case(host.trim_start_matches('[').trim_end_matches(']'))
+            });
+        if allowed {
+            Ok(())
+        } else {
+            Err(forbidden(
+                "host_not_allowed",
+                format!(
+                    "Host {raw:?} is not allowed on /mcp (DNS-rebinding protection); \
+                     start reeve with --mcp-allowed-host {host} to allow it"
+                ),
+            ))
+        }
+    }
+
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Problem> {
+        let Some(raw) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let raw = raw.to_str().unwrap_or("");
+        let listed = |o: &str| {
+            self.cfg
+                .allowed_origins
+                .iter()
+                .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(o))
+        };
+        let allowed = match url::Url::parse(raw) {
+            Ok(u) if u.host_str().is_some_and(is_loopback) => true,
+            Ok(u) => listed(&u.origin().ascii_serialization()),
+            Err(_) => listed(raw),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(forbidden(
+                "origin_not_allowed",
+                format!(
+                    "Origin {raw:?} is not allowed on /mcp (DNS-rebinding protection); \
+                     start reeve with --mcp-allowed-origin {raw} to allow it"
+                ),
+            ))
+        }
+    }
+}
