@@ -868,6 +868,24 @@ impl ServerHandler for Tools {
 /// A read's answer: the structured value and its text, or a refusal; with what it read.
 type Read = Result<(Value, String), Rejection>;
 
+/// Records a read and answers it.
+async fn finish(
+    call: &Call<'_>,
+    project: Option<String>,
+    target: Option<String>,
+    outcome: Read,
+) -> Result<CallToolResponse, McpError> {
+    call.record(project, target, outcome.as_ref().err()).await?;
+    match outcome {
+        Ok((value, text)) => {
+            let mut result = CallToolResult::structured(value);
+            result.content = vec![ContentBlock::text(text)];
+            Ok(result.into())
+        }
+        Err(r) => Ok(tool_error(&r)),
+    }
+}
+
 impl Tools {
     /// Runs a read against the state, records it, answers.
     async fn answer(
@@ -883,15 +901,7 @@ impl Tools {
                 .caller(call.principal, now_ms())
                 .and_then(|caller| read(&state, &caller))
         };
-        call.record(project, target, outcome.as_ref().err()).await?;
-        match outcome {
-            Ok((value, text)) => {
-                let mut result = CallToolResult::structured(value);
-                result.content = vec![ContentBlock::text(text)];
-                Ok(result.into())
-            }
-            Err(r) => Ok(tool_error(&r)),
-        }
+        finish(call, project, target, outcome).await
     }
 
     async fn read(&self, call: &Call<'_>, args: &Value) -> Result<CallToolResponse, McpError> {
@@ -1042,37 +1052,43 @@ impl Tools {
             "get_job_log" => {
                 let a: GetJobLog = call.parse(args).await?;
                 let target = Some(format!("job:{}", a.job));
-                let store = self.app.control.store();
-                self.answer(call, Some(a.project.clone()), target, |state, caller| {
-                    let n = a.tail_lines.unwrap_or(DEFAULT_LOG_LINES);
-                    if !(1..=MAX_LOG_LINES).contains(&n) {
-                        return Err(Rejection::invalid(
-                            "invalid_tail_lines",
-                            "tail_lines",
-                            format!("tail_lines must be between 1 and {MAX_LOG_LINES}"),
-                        ));
-                    }
-                    let id = parse_id(&a.job, "job", "get_build")?;
-                    let job = state.visible_job(caller, &a.project, id)?;
-                    let log = store.read_log(id, 0).map_err(|e| {
+                let n = a.tail_lines.unwrap_or(DEFAULT_LOG_LINES);
+                // The log is read outside the state lock: it may be megabytes.
+                let checked = {
+                    let state = self.app.control.state();
+                    state.caller(call.principal, now_ms()).and_then(|caller| {
+                        if !(1..=MAX_LOG_LINES).contains(&n) {
+                            return Err(Rejection::invalid(
+                                "invalid_tail_lines",
+                                "tail_lines",
+                                format!("tail_lines must be between 1 and {MAX_LOG_LINES}"),
+                            ));
+                        }
+                        let id = parse_id(&a.job, "job", "get_build")?;
+                        let job = state.visible_job(&caller, &a.project, id)?;
+                        Ok((id, job.state))
+                    })
+                };
+                let outcome = checked.and_then(|(id, job_state)| {
+                    let log = self.app.control.store().read_log(id, 0).map_err(|e| {
                         Rejection::new(500, "internal", format!("the log could not be read: {e}"))
                     })?;
                     let (text, lines, truncated) = last_lines(&log, n);
+                    let shown = if text.is_empty() {
+                        format!("job {id} ({}) has no output yet", job_state.as_str())
+                    } else {
+                        text.clone()
+                    };
                     let out = JobLog {
                         job_id: id,
-                        state: job.state,
-                        text: text.clone(),
+                        state: job_state,
+                        text,
                         lines,
                         truncated,
                     };
-                    let shown = if text.is_empty() {
-                        format!("job {id} ({}) has no output yet", job.state.as_str())
-                    } else {
-                        text
-                    };
                     Ok((json(&out)?, shown))
-                })
-                .await
+                });
+                finish(call, Some(a.project), target, outcome).await
             }
             other => Err(McpError::internal_error(
                 format!("read tool {other} has no handler"),
