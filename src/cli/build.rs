@@ -22,6 +22,7 @@ pub struct BuildArgs {
 struct Target {
     /// The build's id (a UUID).
     build: String,
+    /// The project the build belongs to.
     #[arg(long)]
     project: String,
 }
@@ -30,6 +31,7 @@ struct Target {
 enum BuildCommand {
     /// List a project's builds, newest first (one page; --cursor for the next).
     Ls {
+        /// The project whose builds to list.
         #[arg(long)]
         project: String,
         /// Page size, 1-200 (server default 20).
@@ -43,6 +45,7 @@ enum BuildCommand {
     Show(Target),
     /// Start a build.
     Trigger {
+        /// The project to build in.
         #[arg(long)]
         project: String,
         /// A pipeline as a JSON file (`-` for stdin): {"jobs": [...]} or {"generate": "<command>"}.

@@ -22,6 +22,7 @@ pub struct JobArgs {
 struct Target {
     /// The job's id (a UUID; `reeve build show` lists them).
     job: String,
+    /// The project the job belongs to.
     #[arg(long)]
     project: String,
 }
@@ -30,7 +31,7 @@ struct Target {
 enum JobCommand {
     /// Show one job.
     Show(Target),
-    /// Print a job's output (the server's log, as text).
+    /// Print a job's output (the server's log, as text; --json does not apply).
     Log {
         #[command(flatten)]
         target: Target,

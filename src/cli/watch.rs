@@ -59,6 +59,7 @@ enum WatchCommand {
         /// Minutes between fires (e.g. 60, or 0.5).
         #[arg(long, value_name = "MINUTES", allow_negative_numbers = true)]
         every: f64,
+        /// The project the watch belongs to.
         #[arg(long)]
         project: String,
         /// Why the watch exists (kept with it).
