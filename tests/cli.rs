@@ -1103,6 +1103,23 @@ async fn token_commands() {
         .await
         .usage("--expires");
 
+    // A retry of a create is answered from the first answer, which cannot show the secret
+    // again: exit 1 and nothing on stdout, rather than an empty "secret" for `$(...)`.
+    let args = [
+        "token",
+        "create",
+        "--kind",
+        "api",
+        "--idempotency-key",
+        "tok-1",
+    ];
+    let first = cli.run(&args).await;
+    assert!(first.ok().starts_with("reeve_"), "{first:?}");
+    let again = cli.run(&args).await;
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.stdout.is_empty(), "{again:?}");
+    assert!(again.stderr.contains("shown only then"), "{again:?}");
+
     // revoke: the secret stops working.
     let out = cli.run(&["token", "revoke", &id]).await;
     assert!(out.ok().contains(&format!("revoked token {id}")), "{out:?}");
