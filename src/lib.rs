@@ -14,7 +14,8 @@
 //! - [`mcp`]: the MCP endpoint (`/mcp`): the same commands and projections as tools for agents.
 //! - [`runner`]: runs claimed jobs as process groups; `reeve runner` and the embedded runners.
 //! - [`server`]: configuration, bootstrap (the first admin token), serve, graceful shutdown.
-//! - [`cli`]: the `reeve` command line.
+//! - [`cli`]: the `reeve` command line: `serve`, `runner`, and the client commands (`watch`,
+//!   `project`, `build`, `job`, `token`) that drive a server over REST.
 //!
 //! # Example
 //!

@@ -35,6 +35,9 @@ use crate::limits::{Bucket, Quotum, RateLimits};
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Sent by the `reeve` command line (`Reeve-Plane: cli`) so its requests are admitted and
+/// audited on the `cli` plane rather than `rest`.
+pub const PLANE_HEADER: HeaderName = HeaderName::from_static("reeve-plane");
 
 #[derive(Clone)]
 pub struct AppState {
@@ -189,7 +192,26 @@ pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<Principal, Pro
     Ok(crate::auth::authenticate(state, secret, now_ms())?)
 }
 
-/// Authenticates a read on the REST plane and hands the caller and the state to `read`.
+/// The plane of a request that came through the REST door: `rest`, or `cli` when the
+/// `reeve` command line says so with `Reeve-Plane: cli`. Any other value is refused rather
+/// than ignored, so the audit trail never records a plane the client did not ask for.
+/// The MCP and runner doors have planes of their own and do not read the header.
+pub fn rest_plane(headers: &HeaderMap) -> Result<Plane, Problem> {
+    match headers.get(&PLANE_HEADER) {
+        None => Ok(Plane::Rest),
+        Some(v) if v.as_bytes() == b"cli" => Ok(Plane::Cli),
+        Some(v) => Err(Problem::bad_request(
+            "invalid_header",
+            format!(
+                "Reeve-Plane must be \"cli\" (what the reeve command line sends) or absent; got {:?}",
+                String::from_utf8_lossy(v.as_bytes())
+            ),
+        )),
+    }
+}
+
+/// Authenticates a read on the REST plane (or `cli`, see [`rest_plane`]) and hands the
+/// caller and the state to `read`.
 pub fn read<T>(
     app: &AppState,
     headers: &HeaderMap,
@@ -197,8 +219,9 @@ pub fn read<T>(
 ) -> Result<T, Problem> {
     let state = app.control.state();
     let principal = authenticate(&state, headers)?;
+    let plane = rest_plane(headers)?;
     let caller = state.caller(principal, now_ms())?;
-    state.admit(&caller, Plane::Rest)?;
+    state.admit(&caller, plane)?;
     let kind = caller.token.map(|t| t.kind);
     app.limits
         .check(principal, kind, Bucket::Read)
@@ -264,7 +287,7 @@ pub struct Done {
     pub replayed: bool,
 }
 
-/// Submits a mutation on the REST plane. A request that could not be turned into a command
+/// Submits a mutation on the REST plane (or `cli`, see [`rest_plane`]). A request that could not be turned into a command
 /// (`command` is an error) is still submitted, as `Malformed`, so that its refusal is audited
 /// like any other; only a request without a valid token is answered without a commit.
 pub async fn mutate(
@@ -278,7 +301,8 @@ pub async fn mutate(
 }
 
 /// [`mutate`] through a given door: the plane decides which tokens are admitted and which
-/// bucket the request spends.
+/// bucket the request spends. On the REST door, `Reeve-Plane` may turn it into `cli`; a bad
+/// value of that header is a malformed request (audited, 400 `invalid_header`).
 pub async fn submit_on(
     app: &AppState,
     headers: &HeaderMap,
@@ -293,6 +317,14 @@ pub async fn submit_on(
         let kind = state.caller(principal, now_ms())?.token.map(|t| t.kind);
         (principal, kind)
     };
+    let (plane, bad_plane) = if plane == Plane::Rest {
+        match rest_plane(headers) {
+            Ok(p) => (p, None),
+            Err(p) => (Plane::Rest, Some(p)),
+        }
+    } else {
+        (plane, None)
+    };
     let bucket = if plane == Plane::Runner {
         Bucket::Default
     } else {
@@ -304,15 +336,23 @@ pub async fn submit_on(
         None => command,
     };
     let idempotency_key = idempotency_key(headers);
-    let command = match (command.as_ref(), idempotency_key.as_ref()) {
-        (_, Err(p)) | (Err(p), _) => Command::Malformed {
-            op: op.to_string(),
-            admin_only,
-            status: p.status.as_u16(),
-            code: p.code.clone(),
-            detail: p.detail.clone(),
-        },
-        (Ok(c), Ok(_)) => c.clone(),
+    // The first thing wrong with the request is what its refusal says.
+    let command = match (
+        bad_plane.as_ref(),
+        command.as_ref(),
+        idempotency_key.as_ref(),
+    ) {
+        (Some(p), _, _) | (None, _, Err(p)) | (None, Err(p), _) => {
+            let p = p.clone();
+            Command::Malformed {
+                op: op.to_string(),
+                admin_only,
+                status: p.status.as_u16(),
+                code: p.code,
+                detail: p.detail,
+            }
+        }
+        (None, Ok(c), Ok(_)) => c.clone(),
     };
     let request_id = headers
         .get(&REQUEST_ID)
