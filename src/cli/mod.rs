@@ -1,5 +1,6 @@
 //! The `reeve` command line. Each subcommand lives in its own file.
 
+mod audit;
 mod runner;
 mod serve;
 
@@ -24,6 +25,8 @@ enum Commands {
     Serve(serve::ServeArgs),
     /// Claim jobs from a server and run them.
     Runner(runner::RunnerArgs),
+    /// Verify, replay and export the log, from a data dir or through a server.
+    Audit(audit::AuditArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -31,5 +34,6 @@ pub fn run() -> ExitCode {
     match cli.command {
         Commands::Serve(args) => serve::run(args),
         Commands::Runner(args) => runner::run(args),
+        Commands::Audit(args) => audit::run(args),
     }
 }
