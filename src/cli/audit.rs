@@ -629,7 +629,10 @@ impl Remote {
                 "--server {url:?} is not a URL; give one like http://127.0.0.1:8080"
             )));
         }
+        // Like `reeve runner`: straight to the server, whatever proxy the environment names.
         let client = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Fail::failed(format!("could not set up an HTTP client: {e}")))?;
         let rt = tokio::runtime::Builder::new_current_thread()
