@@ -329,9 +329,19 @@ pub async fn export(
     let until = q.until_seq.map_or(head, |u| u.min(head));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(4);
     let control = app.control.clone();
+    let shutdown = app.shutdown.clone();
     tokio::task::spawn_blocking(move || {
-        let sent = stream_export(control.store(), since, until, |chunk| {
-            tx.blocking_send(axum::body::Bytes::from(chunk)).is_ok()
+        let sent = stream_export(control.store(), since, until, |mut chunk| {
+            // A body that simply stopped would look like a shorter log to a reader that
+            // verifies it; say that it is incomplete.
+            let stopping = *shutdown.borrow();
+            if stopping {
+                write_error_line(
+                    &mut chunk,
+                    "reeve is shutting down; this export is incomplete, run it again",
+                );
+            }
+            tx.blocking_send(axum::body::Bytes::from(chunk)).is_ok() && !stopping
         });
         if let Err(error) = sent {
             tracing::error!(%error, "the audit export stopped early");
