@@ -228,11 +228,15 @@ fn verify(args: VerifyArgs) -> Result<(), Fail> {
     progress.finish();
     let v = &check.verifier;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "ok: {} commits, seq 1..{} gapless, every record decodes, hash chain intact",
-        v.head_seq, v.head_seq
-    );
+    let _ = if v.head_seq == 0 {
+        writeln!(out, "ok: 0 commits (the log is empty)")
+    } else {
+        writeln!(
+            out,
+            "ok: {} commits, seq 1..{} gapless, every record decodes, hash chain intact",
+            v.head_seq, v.head_seq
+        )
+    };
     let _ = writeln!(out, "head seq   {}", v.head_seq);
     let _ = writeln!(out, "head hash  {}", hex::encode(v.head_hash));
     Ok(())
