@@ -1046,3 +1046,58 @@ fn tokens_table(state: &State, now: Millis) -> Table {
     }
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Command, Plane, Principal};
+    use crate::log::{CommitBody, GENESIS, Meta, Outcome};
+
+    fn sealed(reason: &str) -> (Commit, Vec<u8>) {
+        let body = CommitBody {
+            at: 1_700_000_000_000,
+            meta: Meta {
+                principal: Principal::System,
+                plane: Plane::System,
+                request_id: "r".into(),
+                idempotency_key: None,
+                command: Command::CreateProject {
+                    id: "docs".into(),
+                    name: None,
+                },
+            },
+            outcome: Outcome::Rejected {
+                status: 409,
+                code: "project_exists".into(),
+                reason: reason.into(),
+                field: None,
+            },
+            events: vec![],
+        };
+        Commit::seal(7, GENESIS, body).unwrap()
+    }
+
+    #[test]
+    fn an_export_line_gives_back_its_seq_and_exact_record() {
+        // A reason that mimics the record field must not fool the reader.
+        let (commit, record) = sealed(r#"x","record":"00"}"#);
+        let mut line = Vec::new();
+        crate::api::audit::write_export_line(&mut line, &commit, &record);
+        assert_eq!(line.pop(), Some(b'\n'));
+        let mut out = Vec::new();
+        assert_eq!(read_line(&line, &mut out).unwrap(), 7);
+        assert_eq!(out, record);
+        assert_eq!(Commit::decode(&out).unwrap(), commit);
+    }
+
+    #[test]
+    fn error_and_foreign_lines_are_failures() {
+        let mut out = Vec::new();
+        let e = read_line(br#"{"error":"commit 5 is corrupt: x"}"#, &mut out).unwrap_err();
+        assert_eq!(e.code, 1);
+        assert!(e.msg.contains("commit 5 is corrupt"), "{}", e.msg);
+        for line in [&b"{}"[..], br#"{"seq":3}"#, br#"{"seq":3,"record":"0g"}"#] {
+            assert!(read_line(line, &mut out).is_err(), "{:?}", line);
+        }
+    }
+}
