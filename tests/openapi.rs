@@ -48,4 +48,16 @@ async fn every_documented_operation_exists_and_documents_its_errors() {
         }
     }
     assert!(operations >= 17, "only {operations} operations documented");
+    for path in ["/api/v1/state/digest", "/api/v1/audit/export"] {
+        assert!(
+            paths[path]["get"].is_object(),
+            "GET {path} is not documented"
+        );
+    }
+    assert!(
+        paths["/api/v1/audit/export"]["get"]["responses"]["200"]["content"]
+            .get("application/x-ndjson")
+            .is_some(),
+        "the export documents its content type"
+    );
 }

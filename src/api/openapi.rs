@@ -20,7 +20,7 @@ use super::{audit, builds, problem, projects, runner, tokens, watches};
         builds::abort_build, builds::restart_job, builds::rerun_job, builds::abort_job,
         runner::claim, runner::heartbeat, runner::finish, runner::append_log, runner::upload_pipeline,
         tokens::list, tokens::create, tokens::revoke,
-        audit::list,
+        audit::list, audit::export, audit::digest,
     ),
     components(schemas(problem::ProblemDoc)),
     modifiers(&Bearer, &McpNamespace),

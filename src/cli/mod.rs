@@ -2,6 +2,7 @@
 //! (`watch`, `project`, `build`, `job`, `token`) share [`client`]: the connection, the
 //! output, the exit codes.
 
+mod audit;
 mod build;
 pub mod client;
 mod completions;
@@ -49,6 +50,8 @@ enum Commands {
     Token(token::TokenArgs),
     /// Print a shell completion script (e.g. `reeve completions bash > /etc/bash_completion.d/reeve`).
     Completions(completions::CompletionsArgs),
+    /// Verify, replay and export the log, from a data dir or through a server.
+    Audit(audit::AuditArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -62,5 +65,6 @@ pub fn run() -> ExitCode {
         Commands::Job(args) => job::run(args),
         Commands::Token(args) => token::run(args),
         Commands::Completions(args) => completions::run(args),
+        Commands::Audit(args) => audit::run(args),
     }
 }

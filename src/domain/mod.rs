@@ -10,6 +10,7 @@
 
 mod audit;
 mod build;
+mod digest;
 pub mod pipeline;
 mod project;
 mod state;
@@ -20,6 +21,7 @@ pub use audit::AuditEntry;
 pub use build::{
     Build, Cloned, Job, JobDep, JobState, Lease, NewJob, Relink, Trigger, derived_state, leased,
 };
+pub use digest::DIGEST_ALGORITHM;
 pub use pipeline::{Accept, Dependency, JobSpec, Pipeline};
 pub use project::Project;
 pub use state::{Caller, State};

@@ -164,6 +164,41 @@ impl Store {
             .map(|v| v.to_vec()))
     }
 
+    /// The raw records stored under `from_seq..=to_seq`, in order, each with the seq its key
+    /// names (not the one inside the record: a tampered record must still be named by where it
+    /// is stored). Nothing is decoded, so a reader decides what to check.
+    pub fn raw_range(
+        &self,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec), LogError>> + '_ {
+        let range = (from_seq <= to_seq).then(|| from_seq.to_be_bytes()..=to_seq.to_be_bytes());
+        range
+            .into_iter()
+            .flat_map(|r| self.commits.range(r))
+            .map(move |item| {
+                let (key, value) = item.map_err(|e| self.sled_err(e))?;
+                let seq = <[u8; 8]>::try_from(key.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| LogError::Corrupt {
+                        seq: 0,
+                        why: format!(
+                            "the commits tree holds a key of {} bytes, not an 8-byte sequence number",
+                            key.len()
+                        ),
+                    })?;
+                Ok((seq, value))
+            })
+    }
+
+    /// The highest seq stored (0 for an empty log), read from the last key.
+    pub fn last_seq(&self) -> Result<u64, LogError> {
+        let last = self.commits.last().map_err(|e| self.sled_err(e))?;
+        Ok(last
+            .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
     /// One decoded commit (its own hash checked; the chain is checked on open).
     pub fn get(&self, seq: u64) -> Result<Option<Commit>, LogError> {
         self.raw(seq)?.map(|r| Commit::decode(&r)).transpose()
