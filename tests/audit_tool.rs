@@ -191,6 +191,31 @@ async fn workload(s: &TestServer) -> Workload {
     .await
     .expect(201);
     s.drain(&runner, |_| "finished").await;
+
+    // An agent's calls over MCP: a write (a watch created) and a read, both commits.
+    let (_, agent) = s.create_token("mcp", json!({"docs": null}), true).await;
+    for (id, name, arguments) in [
+        (
+            1,
+            "create_watch",
+            json!({"project": "docs", "source": "https://example.com/a",
+                   "to_uri": "viking://res/agent", "watch_interval": 30}),
+        ),
+        (2, "list_watches", json!({"project": "docs"})),
+    ] {
+        let r = s
+            .client
+            .post(format!("{}/mcp", s.base))
+            .bearer_auth(&agent)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                          "params": {"name": name, "arguments": arguments}}))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["result"]["isError"], false, "{name}: {body}");
+    }
     let _ = api_id;
     Workload {
         deleted_watch,
@@ -221,7 +246,7 @@ async fn live_digest_equals_the_online_and_the_offline_replay_after_a_mixed_work
     let doc: Value = serde_json::from_str(on_json.ok()).unwrap();
     assert_eq!(doc["digest"], json!(digest));
     assert_eq!(doc["live_digest"], json!(digest));
-    assert_eq!(doc["tokens"].as_array().unwrap().len(), 4);
+    assert_eq!(doc["tokens"].as_array().unwrap().len(), 5);
     assert_eq!(doc["builds"].as_array().unwrap().len(), 2);
 
     let export_online = online(&s, "export", &["--format", "jsonl"]).await;
@@ -231,6 +256,19 @@ async fn live_digest_equals_the_online_and_the_offline_replay_after_a_mixed_work
     assert_eq!(verify_online.field("head"), "seq");
 
     s.shutdown().await;
+    // Nothing may have been committed since the live digest; if something was, name it.
+    let since = offline(&s.data_dir(), "log", &["--json", "--limit", "100000"]).await;
+    let later: Vec<&str> = since
+        .stdout
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|e| e["seq"].as_u64())
+                .is_some_and(|n| n > seq)
+        })
+        .collect();
+    assert!(later.is_empty(), "commits after the live digest: {later:?}");
     let off = offline(&s.data_dir(), "replay", &["--digest"]).await;
     off.ok();
     assert_eq!(off.field("digest"), digest, "{}", off.stdout);
@@ -400,8 +438,10 @@ async fn until_seq_and_until_replay_an_earlier_state() {
     let now = online(&s, "replay", &["--show", "watches", "--json"]).await;
     let doc: Value = serde_json::from_str(now.ok()).unwrap();
     let watches = doc["watches"].as_array().unwrap();
-    assert_eq!(watches.len(), 1);
+    // The kept watch, and the one the agent created over MCP; the deleted one is gone.
+    assert_eq!(watches.len(), 2);
     assert_eq!(watches[0]["id"], json!(w.kept_watch));
+    assert_eq!(watches[1]["to_uri"], "viking://res/agent");
     assert_eq!(watches[0]["is_active"], false);
 
     // The table names the watch too, and --until TIME stops at the same place as the seq.

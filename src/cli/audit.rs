@@ -66,7 +66,8 @@ struct SourceArgs {
     /// [env: REEVE_SERVER].
     #[arg(long, value_name = "URL", group = "source")]
     server: Option<String>,
-    /// An admin token for --server.
+    /// An admin token for --server [default for a server on this machine: the admin token
+    /// file, $REEVE_DATA_DIR/admin.token or ./reeve-data/admin.token].
     #[arg(long, env = "REEVE_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
@@ -560,12 +561,12 @@ impl Source {
         match (&args.data_dir, args.server.clone().or_else(env_server)) {
             (Some(dir), _) => open_dir(dir).map(Source::Dir),
             (None, Some(url)) => {
-                let token = args.token.clone().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
-                    Fail::usage(
-                        "--server needs an admin token: pass --token or set REEVE_TOKEN (the server's admin token is in <data-dir>/admin.token)",
-                    )
-                })?;
-                Remote::new(&url, token).map(Source::Server)
+                let (base, token) = super::client::conn::endpoint(&url, args.token.as_deref())
+                    .map_err(|e| match e {
+                        super::client::CliError::Usage(m) => Fail::usage(m),
+                        other => Fail::failed(other.to_string()),
+                    })?;
+                Remote::new(base.as_str(), token).map(Source::Server)
             }
             (None, None) => Err(Fail::usage(
                 "say where the log is: --data-dir DIR (offline, the server stopped) or --server URL --token T (online; or set REEVE_SERVER and REEVE_TOKEN)",

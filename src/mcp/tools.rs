@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::Identity;
 use crate::api::builds::{Aborted, BuildView, ClonedView, JobView, PipelineBody, Rerun, Restarted};
 use crate::api::projects::ProjectView;
-use crate::api::watches::{WatchTriggered, WatchView};
+use crate::api::watches::WatchView;
 use crate::api::{AppState, Problem, now_ms};
 use crate::control::Submission;
 use crate::domain::{
@@ -177,7 +177,7 @@ fn specs() -> Vec<Spec> {
             false,
             true,
         ),
-        spec::<WatchAction, WatchTriggered>(
+        spec::<WatchAction, Triggered>(
             "trigger_watch",
             "Trigger a watch now",
             "Fire a watch once now (a paused one too), starting a build; its schedule is kept.",
@@ -452,6 +452,15 @@ struct JobLog {
 }
 
 #[derive(Serialize, JsonSchema)]
+struct Triggered {
+    /// The watch.
+    id: Uuid,
+    to_uri: String,
+    /// The build the fire started; null when there was no pipeline to run.
+    build_id: Option<Uuid>,
+}
+
+#[derive(Serialize, JsonSchema)]
 struct Cancelled {
     to_uri: String,
     /// False when there was no such watch (already cancelled, or never there).
@@ -557,6 +566,28 @@ impl Call<'_> {
             })
             .await
             .map_err(unrecorded)?;
+        if submitted.seq.is_none() {
+            // An idempotent replay answers from memory without a commit of its own; the agent
+            // still called the tool, so the call is recorded (as one that changed nothing).
+            let again = Command::McpCall {
+                tool: self.tool.clone(),
+                arguments: self.arguments.clone(),
+                project: None,
+                target: None,
+                refusal: None,
+            };
+            self.app
+                .control
+                .submit(Submission {
+                    principal: self.principal,
+                    plane: Plane::Mcp,
+                    request_id: self.request_id.clone(),
+                    idempotency_key: None,
+                    command: again,
+                })
+                .await
+                .map_err(unrecorded)?;
+        }
         Ok(submitted.result)
     }
 
@@ -677,12 +708,12 @@ fn next_step(code: &str) -> Option<&'static str> {
         "job_not_found" => "get_build lists a build's jobs",
         "ambiguous_to_uri" => "pass project to say which watch you mean",
         "watch_exists" | "to_uri_taken" => {
-            "get_watch shows the existing watch; update it, or cancel_watch it first"
+            "get_watch shows the watch that has it; cancel_watch it first to replace it"
         }
         "trigger_not_allowed" | "mcp_read_only" => {
             "this token may only read; ask an operator for an MCP token with allow_trigger"
         }
-        "rate_limited" => "wait before calling again",
+        "rate_limited" => "this token is rate limited; wait before calling again",
         "build_aborted" => "trigger_build starts a new build",
         "job_running" | "descendant_running" => "wait for it to end (get_job), or abort_job it",
         "idempotency_key_reused" => "use a new idempotency_key for a new request",
@@ -693,8 +724,33 @@ fn next_step(code: &str) -> Option<&'static str> {
     })
 }
 
+/// The core's refusal reasons are written for REST callers; an agent gets them without the
+/// clauses that name HTTP routes or body fields, and with an MCP next step instead.
+fn agent_reason(reason: &str) -> String {
+    let rest_only = |clause: &str| {
+        [
+            "/api/v1",
+            "GET /",
+            "POST ",
+            "PATCH ",
+            "DELETE ",
+            "is_active=",
+            "?to_uri",
+            ".../",
+        ]
+        .iter()
+        .any(|m| clause.contains(m))
+    };
+    let kept: Vec<&str> = reason.split("; ").filter(|c| !rest_only(c)).collect();
+    if kept.is_empty() {
+        reason.to_string()
+    } else {
+        kept.join("; ")
+    }
+}
+
 fn tool_error(r: &Rejection) -> CallToolResponse {
-    let mut text = format!("{} [{}]", r.reason, r.code);
+    let mut text = format!("{} [{}]", agent_reason(&r.reason), r.code);
     if let Some(step) = next_step(&r.code) {
         text.push_str(". Next: ");
         text.push_str(step);
@@ -709,6 +765,10 @@ fn ok<T: Serialize>(value: &T, text: String) -> Result<CallToolResponse, McpErro
     let mut result = CallToolResult::structured(structured);
     result.content = vec![ContentBlock::text(text)];
     Ok(result.into())
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn minutes(m: f64) -> String {
@@ -939,6 +999,9 @@ impl Tools {
                             "limit must be between 1 and 500",
                         ));
                     }
+                    if let Some(p) = &a.project {
+                        state.project_visible(caller, p)?;
+                    }
                     let active_only = a.active_only.unwrap_or(false);
                     let matching: Vec<&Watch> = state
                         .watches
@@ -955,7 +1018,7 @@ impl Tools {
                         .take(limit)
                         .map(WatchView::from)
                         .collect();
-                    let mut text = format!("{total} watches");
+                    let mut text = count(total, "watch", "watches");
                     for w in &watches {
                         text.push('\n');
                         text.push_str(&watch_line(w));
@@ -973,7 +1036,7 @@ impl Tools {
                 self.answer(call, a.project.clone(), target, |state, caller| {
                     let key = watch_key(a.id, a.to_uri, a.project)?;
                     let w = WatchView::from(state.resolve_watch(caller, &key)?);
-                    let text = watch_text("Watch", &w);
+                    let text = watch_text("The", &w);
                     Ok((json(&w)?, text))
                 })
                 .await
@@ -1002,7 +1065,8 @@ impl Tools {
                         .into_iter()
                         .map(|b| BuildView::summary(state, b))
                         .collect();
-                    let mut text = format!("{} builds of {project}", builds.len());
+                    let mut text =
+                        format!("{} of {project}", count(builds.len(), "build", "builds"));
                     for b in &builds {
                         text.push_str(&format!(
                             "\n- #{}.{}  {}  {}  {}",
@@ -1197,12 +1261,27 @@ impl Tools {
                     watch_key(a.id, a.to_uri, a.project).map(|key| Command::TriggerWatch { key });
                 match call.write(a.idempotency_key, command).await? {
                     Ok(Reply::WatchTriggered { id, to_uri }) => {
-                        let text = format!("triggered watch {to_uri} ({id}); a build is starting");
+                        let build_id = self
+                            .app
+                            .control
+                            .state()
+                            .watches
+                            .get(&id)
+                            .and_then(|w| w.last_run.as_ref())
+                            .and_then(|r| r.build_id);
+                        let text = match build_id {
+                            Some(b) => format!(
+                                "triggered watch {to_uri} ({id}): build {b} started; get_build follows it"
+                            ),
+                            None => format!(
+                                "triggered watch {to_uri} ({id}), but no build started: neither the watch nor its project has a pipeline"
+                            ),
+                        };
                         ok(
-                            &WatchTriggered {
+                            &Triggered {
                                 id,
                                 to_uri,
-                                scheduled: true,
+                                build_id,
                             },
                             text,
                         )
@@ -1264,7 +1343,7 @@ impl Tools {
                                 name: c.name,
                             })
                             .collect();
-                        let mut text = format!("restarted {} jobs:", jobs.len());
+                        let mut text = format!("restarted {}:", count(jobs.len(), "job", "jobs"));
                         for j in &jobs {
                             text.push_str(&format!("\n- {}  {}", j.name, j.to));
                         }
@@ -1357,7 +1436,7 @@ impl Tools {
                 let text = if aborted.is_empty() {
                     "nothing was left to abort".to_string()
                 } else {
-                    format!("aborted {} jobs", aborted.len())
+                    format!("aborted {}", count(aborted.len(), "job", "jobs"))
                 };
                 ok(&Aborted { aborted }, text)
             }

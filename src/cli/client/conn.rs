@@ -74,8 +74,7 @@ pub struct Answer {
 
 impl Conn {
     pub fn new(args: &ConnArgs) -> Result<Conn, CliError> {
-        let base = server_url(&args.server)?;
-        let token = token(args.token.as_deref(), &base)?;
+        let (base, token) = endpoint(&args.server, args.token.as_deref())?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("reeve-cli/", env!("CARGO_PKG_VERSION")));
@@ -184,6 +183,14 @@ impl Conn {
             chain(e)
         ))
     }
+}
+
+/// The server URL, checked, and the token to show it: `--token`/`REEVE_TOKEN`, or for a server
+/// on this machine the admin token file. Every command that talks to a server starts here.
+pub fn endpoint(server: &str, given_token: Option<&str>) -> Result<(Url, String), CliError> {
+    let base = server_url(server)?;
+    let token = token(given_token, &base)?;
+    Ok((base, token))
 }
 
 /// A non-2xx answer: the problem's code and detail, or what the server said otherwise.
