@@ -632,6 +632,12 @@ async fn get_and_delete_are_405() {
         assert_eq!(r.status, 405, "{:?} {}", r.headers, r.text);
         assert_eq!(r.header("allow"), Some("POST"));
     }
+    // Without a token too: the method is wrong whoever asks.
+    for rb in [s.client.get(&url), s.client.delete(&url)] {
+        let r = fetch(rb).await;
+        assert_eq!(r.status, 405, "{:?} {}", r.headers, r.text);
+        assert_eq!(r.header("allow"), Some("POST"));
+    }
     assert_eq!(s.audit_head().await, head);
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post_service;
@@ -71,14 +71,18 @@ pub fn router(app: AppState, cfg: McpConfig) -> Router {
         .route_layer(middleware::from_fn_with_state(gate, guard))
 }
 
-/// The transport's rules, in order: DNS-rebinding protection (403), the protocol revision
-/// (400), then the bearer token (401, or 403 for a token of another kind).
+/// The transport's rules, in order: DNS-rebinding protection (403), POST only (405), the
+/// protocol revision (400), then the bearer token (401, or 403 for a token of another kind).
 async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) -> Response {
     if let Err(p) = gate.check_host(req.headers()) {
         return p.into_response();
     }
     if let Err(p) = gate.check_origin(req.headers()) {
         return p.into_response();
+    }
+    // Stateless: there is no stream to GET and no session to DELETE, whoever asks.
+    if req.method() != Method::POST {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
     }
     if let Some(v) = req.headers().get("mcp-protocol-version") {
         let v = v.to_str().unwrap_or("");
