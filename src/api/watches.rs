@@ -123,7 +123,7 @@ pub struct WatchDeleted {
     pub deleted: bool,
 }
 
-#[derive(Serialize, ToSchema, schemars::JsonSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct WatchTriggered {
     pub id: Uuid,
     pub to_uri: String,

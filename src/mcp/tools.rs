@@ -42,7 +42,8 @@ const MAX_LOG_BYTES: usize = 64 * 1024;
 pub(super) struct Tools {
     app: AppState,
     read_only: bool,
-    specs: Arc<Vec<Tool>>,
+    /// Every tool as `tools/list` shows it, with its kind.
+    tools: Arc<Vec<(Tool, Kind)>>,
 }
 
 /// What kind of tool it is, which decides visibility, the rate-limit bucket and the record.
@@ -248,36 +249,6 @@ fn tool_of(s: &Spec) -> Tool {
         .with_annotations(annotations)
 }
 
-fn kind_of(name: &str) -> Option<Kind> {
-    WRITE_TOOLS
-        .contains(&name)
-        .then_some(Kind::Write)
-        .or_else(|| READ_TOOLS.contains(&name).then_some(Kind::Read))
-}
-
-const READ_TOOLS: [&str; 7] = [
-    "list_projects",
-    "list_watches",
-    "get_watch",
-    "list_builds",
-    "get_build",
-    "get_job",
-    "get_job_log",
-];
-const WRITE_TOOLS: [&str; 11] = [
-    "create_watch",
-    "cancel_watch",
-    "pause_watch",
-    "resume_watch",
-    "trigger_watch",
-    "trigger_build",
-    "restart_build",
-    "abort_build",
-    "restart_job",
-    "rerun_job",
-    "abort_job",
-];
-
 // ---- arguments ----
 
 #[derive(Deserialize, JsonSchema)]
@@ -473,12 +444,19 @@ struct Cancelled {
 
 impl Tools {
     pub(super) fn new(app: AppState, read_only: bool) -> Tools {
-        let specs = specs().iter().map(tool_of).collect();
+        let tools = specs().iter().map(|s| (tool_of(s), s.kind)).collect();
         Tools {
             app,
             read_only,
-            specs: Arc::new(specs),
+            tools: Arc::new(tools),
         }
+    }
+
+    fn kind_of(&self, name: &str) -> Option<Kind> {
+        self.tools
+            .iter()
+            .find(|(tool, _)| tool.name == name)
+            .map(|(_, kind)| *kind)
     }
 
     /// Whether this principal may see (and so is expected to call) the write tools.
@@ -861,10 +839,10 @@ impl ServerHandler for Tools {
         let (principal, _) = identity(&ctx)?;
         let writes = self.writes_visible(principal);
         let tools = self
-            .specs
+            .tools
             .iter()
-            .filter(|t| writes || kind_of(&t.name) == Some(Kind::Read))
-            .cloned()
+            .filter(|(_, kind)| writes || *kind == Kind::Read)
+            .map(|(tool, _)| tool.clone())
             .collect();
         Ok(ListToolsResult::with_all_items(tools))
     }
@@ -883,7 +861,7 @@ impl ServerHandler for Tools {
             tool: request.name.to_string(),
             arguments: args.to_string(),
         };
-        let Some(kind) = kind_of(&call.tool) else {
+        let Some(kind) = self.kind_of(&call.tool) else {
             return Err(call
                 .malformed(
                     "unknown_tool",
