@@ -97,11 +97,16 @@ fn now_ms() -> Millis {
         .unwrap_or(0)
 }
 
-/// Rebuilds the state from every commit in the store, verifying the chain on the way.
+/// Rebuilds the state from every commit in the store, verifying the chain on the way. A
+/// record that does not decode or chain is damage, named by its seq.
 pub fn replay(store: &Store) -> Result<State, LogError> {
     let mut state = State::default();
     for commit in store.replay() {
-        state.apply(&commit?);
+        match commit {
+            Ok(c) => state.apply(&c),
+            Err(LogError::Corrupt { seq, why }) => return Err(store.damaged_at(seq, why)),
+            Err(e) => return Err(e),
+        }
     }
     Ok(state)
 }
@@ -110,7 +115,18 @@ impl Control {
     /// Opens the log under `dir`, replays it, and starts the writer.
     pub fn open(dir: &Path, options: Options) -> Result<Control, ControlError> {
         let store = Arc::new(Store::open(dir, options.sync)?);
+        for note in store.notes() {
+            match note {
+                crate::log::Note::TornTail { .. }
+                | crate::log::Note::Stray(_)
+                | crate::log::Note::Restored { .. } => {
+                    tracing::warn!(dir = %dir.display(), "{note}")
+                }
+                _ => tracing::info!(dir = %dir.display(), "{note}"),
+            }
+        }
         let state = replay(&store)?;
+        store.start_checkpoints();
         let shared = Arc::new(RwLock::new(state.clone()));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (changed, changes) = watch::channel(state.head_seq);

@@ -27,7 +27,7 @@ use crate::api::rfc3339;
 use crate::api::tokens::TokenView;
 use crate::api::watches::WatchView;
 use crate::domain::{DIGEST_ALGORITHM, Millis, Plane, State};
-use crate::log::{Commit, LogError, Store, SyncMode, Verifier};
+use crate::log::{Commit, LogError, Store, Verifier};
 
 #[derive(Args, Debug)]
 pub struct AuditArgs {
@@ -76,6 +76,36 @@ struct SourceArgs {
 struct VerifyArgs {
     #[command(flatten)]
     source: SourceArgs,
+    /// Also require that the log holds this commit with this hash (as printed by an earlier
+    /// verify, or by GET /api/v1/state/digest): proves that nothing was cut from the end or
+    /// rewritten since. Exit 1 otherwise.
+    #[arg(long, value_name = "SEQ:HASH", value_parser = parse_anchor)]
+    expect_head: Option<Anchor>,
+}
+
+/// A commit an operator kept from an earlier look at the log.
+#[derive(Clone, Copy, Debug)]
+struct Anchor {
+    seq: u64,
+    hash: [u8; 32],
+}
+
+fn parse_anchor(s: &str) -> Result<Anchor, String> {
+    let usage = || {
+        format!(
+            "{s:?} is not SEQ:HASH; give the head seq and the 64-hex-digit head hash an earlier `reeve audit verify` printed, e.g. 1234:9f86d08...c"
+        )
+    };
+    let (seq, hash) = s.split_once(':').ok_or_else(usage)?;
+    let seq: u64 = seq.trim().parse().map_err(|_| usage())?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hash.trim(), &mut out).map_err(|_| usage())?;
+    if seq == 0 {
+        return Err(format!(
+            "{s:?}: seq 0 is no commit; the first commit is seq 1"
+        ));
+    }
+    Ok(Anchor { seq, hash: out })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -221,13 +251,38 @@ fn verify(args: VerifyArgs) -> Result<(), Fail> {
     let src = Source::open(&args.source)?;
     let mut progress = Progress::new("verifying", src.total());
     let mut check = Checker::default();
+    let mut anchored = None;
     src.each(None, &mut |seq, record| {
-        check.next(seq, record)?;
+        let commit = check.next(seq, record)?;
+        if args.expect_head.is_some_and(|a| a.seq == seq) {
+            anchored = Some(commit.hash);
+        }
         progress.tick(check.verifier.head_seq);
         Ok(true)
     })?;
     progress.finish();
     let v = &check.verifier;
+    if let Some(a) = args.expect_head {
+        match anchored {
+            None => {
+                return Err(Fail::failed(format!(
+                    "the log does not hold commit {}: it ends at seq {} (hash {}). Commits were cut from its end, or the anchor belongs to another log",
+                    a.seq,
+                    v.head_seq,
+                    hex::encode(v.head_hash)
+                )));
+            }
+            Some(h) if h != a.hash => {
+                return Err(Fail::failed(format!(
+                    "commit {} has hash {}, not the anchor's {}: the log was rewritten from there on (or the anchor belongs to another log)",
+                    a.seq,
+                    hex::encode(h),
+                    hex::encode(a.hash)
+                )));
+            }
+            Some(_) => {}
+        }
+    }
     let mut out = std::io::stdout().lock();
     let _ = if v.head_seq == 0 {
         writeln!(out, "ok: 0 commits (the log is empty)")
@@ -240,6 +295,9 @@ fn verify(args: VerifyArgs) -> Result<(), Fail> {
     };
     let _ = writeln!(out, "head seq   {}", v.head_seq);
     let _ = writeln!(out, "head hash  {}", hex::encode(v.head_hash));
+    if let Some(a) = args.expect_head {
+        let _ = writeln!(out, "anchor     commit {} holds the expected hash", a.seq);
+    }
     Ok(())
 }
 
@@ -547,7 +605,7 @@ impl Checker {
 type Visit<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, Fail> + 'a;
 
 enum Source {
-    Dir(Store),
+    Dir(Box<Store>),
     Server(Remote),
 }
 
@@ -559,7 +617,7 @@ impl Source {
                 .filter(|s| !s.trim().is_empty())
         };
         match (&args.data_dir, args.server.clone().or_else(env_server)) {
-            (Some(dir), _) => open_dir(dir).map(Source::Dir),
+            (Some(dir), _) => open_dir(dir).map(|s| Source::Dir(Box::new(s))),
             (None, Some(url)) => {
                 let (base, token) = super::client::conn::endpoint(&url, args.token.as_deref())
                     .map_err(|e| match e {
@@ -609,13 +667,35 @@ fn open_dir(dir: &std::path::Path) -> Result<Store, Fail> {
             log_dir.display()
         )));
     }
-    // Interval: this process never appends, so there is nothing to make durable.
-    Store::open(dir, SyncMode::Interval).map_err(|e| match e {
+    // A copy: sled's recovery rewrites the files it opens, and an audit must read the bytes
+    // as they are. The WAL is read in place and never written.
+    let store = Store::open_copy(dir).map_err(|e| match e {
         LogError::Locked { dir } => Fail::failed(format!(
             "data dir {dir} is in use by a running reeve server (it holds {dir}/reeve.lock); read the log through that server instead: --server URL --token <admin token>"
         )),
+        LogError::Damaged(d) => {
+            let at = d.location.as_deref().map(|l| format!(" [{l}]")).unwrap_or_default();
+            let reach = match (d.first_seq, d.affected) {
+                (Some(seq), Some(n)) => format!("; {n} commit(s) from seq {seq} on are affected"),
+                _ => String::new(),
+            };
+            match d.first_seq {
+                Some(seq) => Fail::broken(seq, format!("{}{at}{reach}", d.why)),
+                None => Fail::failed(format!("damaged log: {}{at}", d.why)),
+            }
+        }
         other => Fail::failed(format!("could not open {}: {other}", dir.display())),
-    })
+    })?;
+    for note in store.notes() {
+        let kind = match note {
+            crate::log::Note::TornTail { .. }
+            | crate::log::Note::Stray(_)
+            | crate::log::Note::Restored { .. } => "warning",
+            _ => "note",
+        };
+        eprintln!("reeve: {kind}: {note}");
+    }
+    Ok(store)
 }
 
 /// A server's audit endpoints, read over HTTP.

@@ -18,8 +18,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "REEVE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// When a command is acknowledged: after fdatasync (durable), after sled's flush (batch),
-    /// or before either (interval; sled flushes every 500 ms).
+    /// When a command is acknowledged: after its write-ahead log write is fdatasynced
+    /// (durable), after the write alone (batch), or the same with an fdatasync every 500 ms
+    /// in the background (interval).
     #[arg(long, env = "REEVE_SYNC", value_enum, default_value_t = SyncMode::Durable)]
     sync: SyncMode,
     /// The shortest watch interval this server accepts, in seconds.

@@ -5,9 +5,11 @@
 //! The hash covers the body bytes exactly as stored, so verifying a record never depends on
 //! re-encoding it: a later version that upcasts old bodies still verifies old records.
 
+pub mod frame;
 mod store;
+pub mod wal;
 
-pub use store::{Store, SyncMode};
+pub use store::{Note, Store, SyncMode};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -83,12 +85,58 @@ pub enum LogError {
     Locked { dir: String },
     #[error("commit {seq} is corrupt: {why}")]
     Corrupt { seq: u64, why: String },
+    /// The data dir is damaged: reeve must not serve it. The message says what to do.
+    #[error("{0}")]
+    Damaged(Box<Damage>),
+    #[error("the log cannot be written: {0}")]
+    Failed(String),
     #[error("could not encode commit {seq}: {source}")]
     Encode {
         seq: u64,
         #[source]
         source: postcard::Error,
     },
+}
+
+/// Damage in a data dir: where it is, which commit it reaches first, and how many commits
+/// from there on cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub dir: String,
+    /// The first commit that is damaged or missing, when one can be named.
+    pub first_seq: Option<u64>,
+    /// The file (and byte offset) where the damage was found.
+    pub location: Option<String>,
+    /// How many commits, from `first_seq` to the newest one any copy holds, are affected.
+    pub affected: Option<u64>,
+    pub why: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the log in {} is damaged", self.dir)?;
+        if let Some(seq) = self.first_seq {
+            write!(f, " from commit seq {seq} on")?;
+        }
+        write!(f, ": {}", self.why)?;
+        if let Some(at) = &self.location {
+            write!(f, " [{at}]")?;
+        }
+        match (self.first_seq, self.affected) {
+            (Some(seq), Some(n)) => write!(
+                f,
+                ". {n} commit{} (seq {seq} to {}) cannot be served as recorded",
+                if n == 1 { "" } else { "s" },
+                seq + n.saturating_sub(1)
+            )?,
+            _ => f.write_str(". Which commits are affected cannot be told from the files")?,
+        }
+        write!(
+            f,
+            ". reeve will not serve a damaged log, since that would hide or lose acknowledged commands: restore the data dir from a backup, and run `reeve audit verify --data-dir {}` to see the damage",
+            self.dir
+        )
+    }
 }
 
 impl Commit {

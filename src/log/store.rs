@@ -2,21 +2,27 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::{Commit, LogError, Verifier};
+use parking_lot::Mutex;
+
+use super::frame::Checkpoint;
+use super::wal::{DEFAULT_SEGMENT_BYTES, Wal, WalError};
+use super::{Commit, Damage, GENESIS, Hash, LogError, Verifier};
 
 /// How much durability an acknowledgement promises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum SyncMode {
-    /// Flush sled and `fdatasync` its data file once per group commit, before anyone is
+    /// One write to the write-ahead log and one `fdatasync` per group commit, before anyone is
     /// answered: an acknowledged command survives a power cut.
     #[default]
     Durable,
-    /// Flush sled once per group commit but skip `fdatasync`: survives a crash of reeve, not
-    /// necessarily of the machine.
+    /// Write each group commit to the write-ahead log but skip `fdatasync`: survives a crash
+    /// of reeve, not necessarily of the machine.
     Batch,
-    /// Leave flushing to sled's background flusher (every 500 ms): the last half second of
-    /// acknowledged commands can be lost in a crash.
+    /// Like batch, and the WAL is `fdatasync`ed every half second in the background: the last
+    /// half second of acknowledged commands can be lost in a crash of the machine.
     Interval,
 }
 
@@ -29,28 +35,134 @@ pub struct Store {
     logs: sled::Tree,
     log_append: parking_lot::Mutex<()>,
     /// sled 0.34's `flush` issues `sync_file_range` only, which neither flushes the device
-    /// cache nor file metadata, so durable mode `fdatasync`s this handle after each flush.
+    /// cache nor file metadata, so a checkpoint `fdatasync`s this handle after each flush.
     data_file: File,
     sync: SyncMode,
+    /// The write-ahead log; `None` for a copy opened to be read (see [`Store::open_copy`]).
+    wal: Mutex<Option<Wal>>,
+    /// The last commit handed to sled, which a checkpoint makes durable there.
+    fed: Mutex<Checkpoint>,
+    /// Set when sled could not take commits that the WAL already holds: from then on nothing
+    /// more is written, and the next open catches sled up from the WAL.
+    failed: Mutex<Option<String>>,
+    /// What opening found and set right (a torn tail cut, sled caught up), for the caller to
+    /// report.
+    notes: Vec<Note>,
+    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+    /// The temporary copy of sled's files a read-only open works on.
+    _copy: Option<tempfile::TempDir>,
     _lock: File,
+}
+
+/// Something opening a data dir found that is not damage but is worth telling the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// An incomplete or garbled last frame: a write that was never acknowledged.
+    TornTail {
+        file: String,
+        offset: u64,
+        bytes: u64,
+        why: String,
+        cut: bool,
+    },
+    /// sled had not yet durably taken the newest commits; they were fed to it from the WAL.
+    CaughtUp { from_seq: u64, to_seq: u64 },
+    /// sled had lost commits it once held durably (its files were damaged); the WAL still held
+    /// them all, so they were put back.
+    Restored {
+        from_seq: u64,
+        to_seq: u64,
+        checkpoint_at: String,
+    },
+    /// A data dir written before reeve kept a write-ahead log.
+    NoWalYet { created: bool },
+    /// Bytes after the end of a segment that is not the newest; nothing reads them.
+    Stray(String),
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::TornTail {
+                file,
+                offset,
+                bytes,
+                why,
+                cut,
+            } => write!(
+                f,
+                "{file}: {} an incomplete last write of {bytes} bytes at byte {offset} ({why}); it was never acknowledged, so no acknowledged command is lost",
+                if *cut { "cut off" } else { "found" }
+            ),
+            Note::CaughtUp { from_seq, to_seq } => write!(
+                f,
+                "sled was behind the write-ahead log; commits {from_seq}..{to_seq} were fed to it from the WAL"
+            ),
+            Note::Restored {
+                from_seq,
+                to_seq,
+                checkpoint_at,
+            } => write!(
+                f,
+                "sled's files are damaged: it lost commits {from_seq}..{to_seq}, which the checkpoint in {checkpoint_at} says it held; the write-ahead log still holds them, so they were restored from it. Check the disk"
+            ),
+            Note::NoWalYet { created: true } => {
+                f.write_str("this data dir had no write-ahead log yet; one was started")
+            }
+            Note::NoWalYet { created: false } => {
+                f.write_str("this data dir has no write-ahead log yet (written by an older reeve)")
+            }
+            Note::Stray(s) => write!(f, "{s} (unused space; nothing reads it)"),
+        }
+    }
 }
 
 const COMMITS_TREE: &str = "commits";
 const LOGS_TREE: &str = "logs";
+/// Set in sled's default tree once the data dir has a write-ahead log, so that a WAL that
+/// disappears is noticed instead of taken for a data dir that never had one.
+const WAL_MARKER: &[u8] = b"reeve/wal";
+const WAL_DIR: &str = "wal";
+/// How often the background thread checkpoints sled (and, in interval mode, syncs the WAL).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// Appended after the last byte a capped log keeps.
 pub const LOG_TRUNCATED: &str =
     "\n[reeve: log truncated here; the job's output went over its cap]\n";
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The server's open: repairs what may be repaired (a torn tail, sled behind the WAL).
+    Serve,
+    /// A read-only look: sled's files are copied first and only the copy is touched; the WAL
+    /// is read, never written.
+    Copy,
+}
+
 impl Store {
     /// Opens (or creates) the log under `dir`. A second process — or a second open in this
-    /// process — on the same dir gets [`LogError::Locked`].
+    /// process — on the same dir gets [`LogError::Locked`]. Damage is [`LogError::Damaged`].
     pub fn open(dir: &Path, sync: SyncMode) -> Result<Store, LogError> {
+        Store::open_mode(dir, sync, Mode::Serve)
+    }
+
+    /// Opens a data dir to read it without changing a byte of it: sled's files are copied to
+    /// a temporary dir (sled's recovery may rewrite the files it opens) and the WAL is only
+    /// read. The same checks as [`Store::open`] apply; what `open` would repair is reported
+    /// in [`Store::notes`] and repaired in the copy only. Takes the data dir's lock like
+    /// `open`, so a dir a running server holds is refused.
+    pub fn open_copy(dir: &Path) -> Result<Store, LogError> {
+        Store::open_mode(dir, SyncMode::Interval, Mode::Copy)
+    }
+
+    fn open_mode(dir: &Path, sync: SyncMode, mode: Mode) -> Result<Store, LogError> {
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |source| LogError::Io { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        if mode == Mode::Serve {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
         let lock_path = dir.join("reeve.lock");
         let lock = OpenOptions::new()
             .create(true)
@@ -72,15 +184,23 @@ impl Store {
                 });
             }
         }
-        let log_dir = dir.join("log");
+        let (log_dir, copy) = match mode {
+            Mode::Serve => (dir.join("log"), None),
+            Mode::Copy => {
+                let tmp = tempfile::Builder::new()
+                    .prefix("reeve-audit-")
+                    .tempdir()
+                    .map_err(io(&std::env::temp_dir()))?;
+                let to = tmp.path().join("log");
+                copy_dir(&dir.join("log"), &to)?;
+                (to, Some(tmp))
+            }
+        };
+        let db = open_sled(dir, &log_dir)?;
         let sled_err = |source| LogError::Sled {
             dir: log_dir.display().to_string(),
             source,
         };
-        let db = sled::Config::new()
-            .path(&log_dir)
-            .open()
-            .map_err(sled_err)?;
         let commits = db.open_tree(COMMITS_TREE).map_err(sled_err)?;
         let logs = db.open_tree(LOGS_TREE).map_err(sled_err)?;
         let data_path = log_dir.join("db");
@@ -89,11 +209,13 @@ impl Store {
             .write(true)
             .open(&data_path)
             .map_err(io(&data_path))?;
-        // The directory entries sled just created must survive a power cut too.
-        if let Ok(d) = File::open(&log_dir) {
-            let _ = d.sync_all();
+        if mode == Mode::Serve {
+            // The directory entries sled just created must survive a power cut too.
+            if let Ok(d) = File::open(&log_dir) {
+                let _ = d.sync_all();
+            }
         }
-        Ok(Store {
+        let mut store = Store {
             dir: dir.to_path_buf(),
             db,
             commits,
@@ -101,8 +223,19 @@ impl Store {
             log_append: parking_lot::Mutex::new(()),
             data_file,
             sync,
+            wal: Mutex::new(None),
+            fed: Mutex::new(Checkpoint {
+                seq: 0,
+                hash: GENESIS,
+            }),
+            failed: Mutex::new(None),
+            notes: Vec::new(),
+            checkpointer: Mutex::new(None),
+            _copy: copy,
             _lock: lock,
-        })
+        };
+        store.reconcile(mode)?;
+        Ok(store)
     }
 
     pub fn dir(&self) -> &Path {
@@ -120,39 +253,371 @@ impl Store {
         }
     }
 
-    /// Writes a group of sealed records atomically and makes them as durable as the sync mode
-    /// promises. Nobody may be answered before this returns.
+    /// What opening found and set right: report these to the operator.
+    pub fn notes(&self) -> &[Note] {
+        &self.notes
+    }
+
+    /// Writes a group of sealed records as one WAL write and makes them as durable as the
+    /// sync mode promises (durable: one `fdatasync`), then hands them to sled. Nobody may be
+    /// answered before this returns.
     pub fn append(&self, records: &[(u64, Vec<u8>)]) -> Result<(), LogError> {
+        if let Some(why) = self.failed.lock().clone() {
+            return Err(LogError::Failed(why));
+        }
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        {
+            let mut wal = self.wal.lock();
+            let wal = wal.as_mut().ok_or_else(|| {
+                LogError::Failed("this store was opened read-only (a copy for auditing)".into())
+            })?;
+            wal.append(records, self.sync == SyncMode::Durable)
+                .map_err(|e| self.wal_err(e))?;
+        }
+        // The WAL holds the group now: from here on a failure must not let the writer reuse
+        // these seqs, so it stops the store instead of failing the group.
         let mut batch = sled::Batch::default();
         for (seq, record) in records {
             batch.insert(&seq.to_be_bytes(), record.as_slice());
         }
-        self.commits
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
-        match self.sync {
-            SyncMode::Durable => {
-                self.db.flush().map_err(|e| self.sled_err(e))?;
-                self.data_file.sync_data().map_err(|source| LogError::Io {
-                    path: self.dir.join("log/db").display().to_string(),
-                    source,
-                })?;
+        if let Err(e) = self.commits.apply_batch(batch) {
+            let why = format!(
+                "sled could not take commits the write-ahead log already holds ({e}); restart reeve to catch sled up from the WAL"
+            );
+            tracing::error!("{why}");
+            *self.failed.lock() = Some(why);
+        }
+        let hash = super::wal::record_head(&last.1).map_or(GENESIS, |h| h.2);
+        *self.fed.lock() = Checkpoint { seq: last.0, hash };
+        Ok(())
+    }
+
+    /// Makes sled durably hold everything handed to it and records that in the WAL, which lets
+    /// older WAL segments go. Runs in the background every half second and at shutdown.
+    pub fn checkpoint(&self) -> Result<(), LogError> {
+        let fed = *self.fed.lock();
+        let done = match self.wal.lock().as_ref() {
+            Some(wal) => wal.checkpoint().seq >= fed.seq,
+            None => return Ok(()),
+        };
+        if done {
+            if let Some(wal) = self.wal.lock().as_mut() {
+                wal.sync().map_err(|e| self.wal_err(e))?;
             }
-            SyncMode::Batch => {
-                self.db.flush().map_err(|e| self.sled_err(e))?;
-            }
-            SyncMode::Interval => {}
+            return Ok(());
+        }
+        if self.failed.lock().is_some() {
+            return Ok(());
+        }
+        self.flush_sled()?;
+        if let Some(wal) = self.wal.lock().as_mut() {
+            wal.checkpoint_at(fed).map_err(|e| self.wal_err(e))?;
         }
         Ok(())
     }
 
-    /// Flushes everything written so far (used at shutdown whatever the sync mode).
-    pub fn flush(&self) -> Result<(), LogError> {
+    fn flush_sled(&self) -> Result<(), LogError> {
         self.db.flush().map_err(|e| self.sled_err(e))?;
         self.data_file.sync_data().map_err(|source| LogError::Io {
             path: self.dir.join("log/db").display().to_string(),
             source,
         })
+    }
+
+    /// Starts the background checkpoints. The thread holds only a weak reference: it ends
+    /// when the store is closed or dropped.
+    pub fn start_checkpoints(self: &Arc<Self>) {
+        if self.wal.lock().is_none() {
+            return;
+        }
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("reeve-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    let Some(store) = weak.upgrade() else { break };
+                    if let Err(e) = store.checkpoint() {
+                        tracing::error!(error = %e, "checkpoint failed; will retry");
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => *self.checkpointer.lock() = Some((stop, handle)),
+            Err(e) => tracing::error!(error = %e, "could not start the checkpoint thread"),
+        }
+    }
+
+    /// Stops the background checkpoints and takes a last one, so that the next open finds
+    /// sled and the WAL in step. Used at shutdown whatever the sync mode.
+    pub fn flush(&self) -> Result<(), LogError> {
+        let running = self.checkpointer.lock().take();
+        if let Some((stop, handle)) = running {
+            drop(stop);
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+        if self.wal.lock().is_none() {
+            return Ok(());
+        }
+        self.checkpoint()?;
+        if let Some(wal) = self.wal.lock().as_mut() {
+            wal.sync().map_err(|e| self.wal_err(e))?;
+        }
+        Ok(())
+    }
+
+    fn wal_err(&self, e: WalError) -> LogError {
+        match e {
+            WalError::Io { path, source } => LogError::Io { path, source },
+            WalError::Damaged(d) => self.damage(d.first_seq, Some(d.location), d.max_seq, d.why),
+        }
+    }
+
+    /// Damage found in this data dir, with how far it reaches.
+    fn damage(
+        &self,
+        first_seq: Option<u64>,
+        location: Option<String>,
+        max_seq: u64,
+        why: String,
+    ) -> LogError {
+        let head = max_seq
+            .max(self.last_seq().unwrap_or(0))
+            .max(self.wal.lock().as_ref().map_or(0, |w| w.head().seq));
+        LogError::Damaged(Box::new(Damage {
+            dir: self.dir.display().to_string(),
+            first_seq,
+            location,
+            affected: first_seq.map(|f| head.saturating_sub(f) + 1),
+            why,
+        }))
+    }
+
+    /// Damage that a reader of sled's commits found (a gap, a record that does not decode or
+    /// chain): the replay on open reports it through here.
+    pub fn damaged_at(&self, seq: u64, why: String) -> LogError {
+        self.damage(Some(seq), Some("log/ (sled's commits tree)".into()), 0, why)
+    }
+
+    /// The hash of the record sled holds under `seq`, checked against its body.
+    fn sled_hash(&self, seq: u64) -> Result<Option<Hash>, LogError> {
+        match self.raw(seq)? {
+            None => Ok(None),
+            Some(record) => match super::wal::record_head(&record) {
+                Ok((s, _, hash)) if s == seq => Ok(Some(hash)),
+                Ok((s, _, _)) => Err(self.damage(
+                    Some(seq),
+                    Some("log/ (sled's commits tree)".into()),
+                    0,
+                    format!("the record stored under seq {seq} says it is seq {s}"),
+                )),
+                Err(why) => {
+                    Err(self.damage(Some(seq), Some("log/ (sled's commits tree)".into()), 0, why))
+                }
+            },
+        }
+    }
+
+    /// Checks sled against the WAL and sets right what a crash leaves behind (a torn last
+    /// write, sled behind the WAL). Anything else that does not agree is damage.
+    fn reconcile(&mut self, mode: Mode) -> Result<(), LogError> {
+        let wal_dir = self.dir.join(WAL_DIR);
+        let scan = super::wal::scan(&wal_dir).map_err(|e| self.wal_err(e))?;
+        let sled_last = self.last_seq()?;
+        let sled_head = Checkpoint {
+            seq: sled_last,
+            hash: self.sled_hash(sled_last)?.unwrap_or(GENESIS),
+        };
+        let marker = self
+            .db
+            .get(WAL_MARKER)
+            .map_err(|e| self.sled_err(e))?
+            .is_some();
+        let sled_damage = |store: &Store, first: u64, why: String| {
+            store.damage(
+                Some(first),
+                Some("log/ (sled's commits tree)".into()),
+                scan.head().map_or(0, |h| h.seq),
+                why,
+            )
+        };
+        if scan.segments.is_empty() {
+            if marker {
+                return Err(self.damage(
+                    Some(sled_last + 1),
+                    Some(format!("{}", wal_dir.display())),
+                    0,
+                    format!(
+                        "the write-ahead log is gone: {} holds no segment, though this data dir has kept one; sled holds commits up to {sled_last}, and whatever came after cannot be checked",
+                        wal_dir.display()
+                    ),
+                ));
+            }
+            if mode == Mode::Copy {
+                self.notes.push(Note::NoWalYet { created: false });
+                *self.fed.lock() = sled_head;
+                return Ok(());
+            }
+            // A data dir from before the WAL (or a new one): sled becomes the checkpoint.
+            self.flush_sled()?;
+            let wal = Wal::create(&wal_dir, DEFAULT_SEGMENT_BYTES, sled_head)
+                .map_err(|e| self.wal_err(e))?;
+            self.set_marker()?;
+            if sled_last > 0 {
+                self.notes.push(Note::NoWalYet { created: true });
+            }
+            *self.wal.lock() = Some(wal);
+            *self.fed.lock() = sled_head;
+            return Ok(());
+        }
+        let (checkpoint, checkpoint_at) = scan
+            .checkpoint
+            .clone()
+            .unwrap_or((sled_head, String::new()));
+        // Where the WAL starts, sled must hold the very commit the WAL chains from.
+        let first = scan.first_head().unwrap_or(sled_head);
+        let joins = first.seq <= sled_last
+            && (first.seq == 0 || self.sled_hash(first.seq)? == Some(first.hash));
+        if !joins && sled_last >= first.seq {
+            return Err(sled_damage(
+                self,
+                first.seq,
+                format!(
+                    "the write-ahead log chains from commit {}, but sled holds a different commit {}",
+                    first.seq, first.seq
+                ),
+            ));
+        }
+        if sled_last < checkpoint.seq {
+            if !joins {
+                return Err(sled_damage(
+                    self,
+                    sled_last + 1,
+                    format!(
+                        "sled holds commits up to {sled_last}, but the checkpoint in {checkpoint_at} says it durably held up to {}: sled lost commits, and the write-ahead log (from commit {}) no longer has them all",
+                        checkpoint.seq,
+                        first.seq + 1
+                    ),
+                ));
+            }
+            // sled lost commits it had taken, but the WAL still holds every one of them,
+            // sealed and chained: put them back rather than refuse, and say so loudly.
+            self.notes.push(Note::Restored {
+                from_seq: sled_last + 1,
+                to_seq: checkpoint.seq,
+                checkpoint_at: checkpoint_at.clone(),
+            });
+        } else if checkpoint.seq > 0 && self.sled_hash(checkpoint.seq)? != Some(checkpoint.hash) {
+            return Err(sled_damage(
+                self,
+                checkpoint.seq,
+                format!(
+                    "sled's commit {} is not the one the checkpoint in {checkpoint_at} names",
+                    checkpoint.seq
+                ),
+            ));
+        }
+        for (seq, record) in &scan.commits {
+            if *seq > sled_last {
+                break;
+            }
+            let held = self.raw(*seq)?;
+            if held.as_deref() != Some(record.as_slice()) {
+                let which = match held.as_deref().map(super::wal::record_head) {
+                    None => "sled does not hold it".to_string(),
+                    Some(Err(why)) => format!("sled's copy is damaged: {why}"),
+                    Some(Ok(_)) => "the two copies differ, and each is sealed".to_string(),
+                };
+                return Err(sled_damage(
+                    self,
+                    *seq,
+                    format!("sled and the write-ahead log disagree on commit {seq}: {which}"),
+                ));
+            }
+        }
+        let wal_head = scan.head().unwrap_or(sled_head);
+        if sled_last > wal_head.seq {
+            return Err(self.damage(
+                Some(wal_head.seq + 1),
+                Some(format!("{} (its end)", wal_dir.display())),
+                sled_last,
+                format!(
+                    "sled holds commits {}..{sled_last} that the write-ahead log does not: the WAL lost its end",
+                    wal_head.seq + 1
+                ),
+            ));
+        }
+        for s in &scan.stray {
+            self.notes.push(Note::Stray(s.clone()));
+        }
+        if let Some(torn) = &scan.torn {
+            let cut = mode == Mode::Serve;
+            if cut {
+                super::wal::cut(torn).map_err(|e| self.wal_err(e))?;
+            }
+            self.notes.push(Note::TornTail {
+                file: format!(
+                    "wal/{}",
+                    torn.path
+                        .file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default()
+                ),
+                offset: torn.offset,
+                bytes: torn.bytes,
+                why: torn.why.clone(),
+                cut,
+            });
+        }
+        if wal_head.seq > sled_last {
+            let mut batch = sled::Batch::default();
+            for (seq, record) in scan.commits.iter().filter(|(s, _)| *s > sled_last) {
+                batch.insert(&seq.to_be_bytes(), record.as_slice());
+            }
+            self.commits
+                .apply_batch(batch)
+                .map_err(|e| self.sled_err(e))?;
+            // Commits up to the checkpoint were reported as restored above.
+            let from_seq = sled_last.max(checkpoint.seq) + 1;
+            if from_seq <= wal_head.seq {
+                self.notes.push(Note::CaughtUp {
+                    from_seq,
+                    to_seq: wal_head.seq,
+                });
+            }
+        }
+        *self.fed.lock() = wal_head;
+        if mode == Mode::Copy {
+            return Ok(());
+        }
+        let (_, temps) = super::wal::list(&wal_dir).map_err(|e| self.wal_err(e))?;
+        for t in temps {
+            let _ = std::fs::remove_file(t);
+        }
+        if !marker {
+            self.set_marker()?;
+        }
+        let mut wal =
+            Wal::resume(&wal_dir, DEFAULT_SEGMENT_BYTES, &scan).map_err(|e| self.wal_err(e))?;
+        if wal_head.seq > checkpoint.seq || wal_head.seq > sled_last {
+            self.flush_sled()?;
+            wal.checkpoint_at(wal_head).map_err(|e| self.wal_err(e))?;
+        }
+        *self.wal.lock() = Some(wal);
+        Ok(())
+    }
+
+    fn set_marker(&self) -> Result<(), LogError> {
+        self.db
+            .insert(WAL_MARKER, &[1u8])
+            .map_err(|e| self.sled_err(e))?;
+        self.flush_sled()
     }
 
     /// The raw record stored under `seq`.
@@ -297,6 +762,60 @@ impl Store {
     pub fn is_empty(&self) -> bool {
         self.commits.is_empty()
     }
+}
+
+/// Opens sled, turning a panic inside its recovery (seen on some damaged files) into an error.
+fn open_sled(dir: &Path, log_dir: &Path) -> Result<sled::Db, LogError> {
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sled::Config::new().path(log_dir).open()
+    }));
+    let damaged = |why: String| {
+        LogError::Damaged(Box::new(Damage {
+            dir: dir.display().to_string(),
+            first_seq: None,
+            location: Some("log/ (sled's files)".into()),
+            affected: None,
+            why,
+        }))
+    };
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(sled::Error::Corruption { at, bt: _ })) => Err(damaged(format!(
+            "sled reports its files corrupt{}",
+            at.map(|p| format!(" at {p:?}")).unwrap_or_default()
+        ))),
+        Ok(Err(source)) => Err(LogError::Sled {
+            dir: log_dir.display().to_string(),
+            source,
+        }),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "no message".into());
+            Err(damaged(format!("sled could not read its files: {why}")))
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), LogError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| LogError::Io { path, source }
+    };
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if entry.file_type().map_err(io(&path))?.is_dir() {
+            copy_dir(&path, &target)?;
+        } else {
+            std::fs::copy(&path, &target).map_err(io(&path))?;
+        }
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Store {
