@@ -56,6 +56,8 @@ pub enum ControlError {
 pub struct Options {
     pub sync: SyncMode,
     pub rules: Rules,
+    /// The size new WAL segments are preallocated to (0: 16 MiB).
+    pub wal_segment_bytes: u64,
 }
 
 enum Msg {
@@ -114,7 +116,11 @@ pub fn replay(store: &Store) -> Result<State, LogError> {
 impl Control {
     /// Opens the log under `dir`, replays it, and starts the writer.
     pub fn open(dir: &Path, options: Options) -> Result<Control, ControlError> {
-        let store = Arc::new(Store::open(dir, options.sync)?);
+        let store = Arc::new(Store::open_with(
+            dir,
+            options.sync,
+            options.wal_segment_bytes,
+        )?);
         for note in store.notes() {
             match note {
                 crate::log::Note::TornTail { .. }

@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub sync: SyncMode,
+    /// The size new WAL segments are preallocated to, in bytes (0: 16 MiB).
+    pub wal_segment_bytes: u64,
     pub watch_interval_floor_secs: u64,
     /// An admin secret to accept (`REEVE_ADMIN_TOKEN`); registered on start if it is new.
     pub admin_token: Option<String>,
@@ -61,6 +63,7 @@ impl ServerConfig {
             data_dir: data_dir.to_path_buf(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             sync: SyncMode::Durable,
+            wal_segment_bytes: 0,
             watch_interval_floor_secs: 1,
             admin_token: None,
             lease_secs: 60,
@@ -116,6 +119,7 @@ impl Server {
         let dir = cfg.data_dir.clone();
         let options = Options {
             sync: cfg.sync,
+            wal_segment_bytes: cfg.wal_segment_bytes,
             rules: Rules {
                 watch_interval_floor_secs: cfg.watch_interval_floor_secs,
                 max_jobs: cfg.max_jobs,

@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// in the background (interval).
     #[arg(long, env = "REEVE_SYNC", value_enum, default_value_t = SyncMode::Durable)]
     sync: SyncMode,
+    /// The size each new write-ahead log segment is preallocated to, in MiB. Segments that
+    /// sled has durably taken over are deleted at checkpoints.
+    #[arg(long, env = "REEVE_WAL_SEGMENT_MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    wal_segment_mib: u64,
     /// The shortest watch interval this server accepts, in seconds.
     #[arg(long, env = "REEVE_WATCH_INTERVAL_FLOOR_SECS", default_value_t = 1)]
     watch_interval_floor_secs: u64,
@@ -93,6 +97,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         data_dir: args.data_dir,
         listen: args.listen,
         sync: args.sync,
+        wal_segment_bytes: args.wal_segment_mib * (1 << 20),
         watch_interval_floor_secs: args.watch_interval_floor_secs,
         admin_token: std::env::var("REEVE_ADMIN_TOKEN")
             .ok()

@@ -143,7 +143,17 @@ impl Store {
     /// Opens (or creates) the log under `dir`. A second process — or a second open in this
     /// process — on the same dir gets [`LogError::Locked`]. Damage is [`LogError::Damaged`].
     pub fn open(dir: &Path, sync: SyncMode) -> Result<Store, LogError> {
-        Store::open_mode(dir, sync, Mode::Serve)
+        Store::open_mode(dir, sync, Mode::Serve, DEFAULT_SEGMENT_BYTES)
+    }
+
+    /// [`Store::open`] with new WAL segments preallocated to `segment_bytes` (0: the default).
+    pub fn open_with(dir: &Path, sync: SyncMode, segment_bytes: u64) -> Result<Store, LogError> {
+        let segment_bytes = if segment_bytes == 0 {
+            DEFAULT_SEGMENT_BYTES
+        } else {
+            segment_bytes
+        };
+        Store::open_mode(dir, sync, Mode::Serve, segment_bytes)
     }
 
     /// Opens a data dir to read it without changing a byte of it: sled's files are copied to
@@ -152,10 +162,15 @@ impl Store {
     /// in [`Store::notes`] and repaired in the copy only. Takes the data dir's lock like
     /// `open`, so a dir a running server holds is refused.
     pub fn open_copy(dir: &Path) -> Result<Store, LogError> {
-        Store::open_mode(dir, SyncMode::Interval, Mode::Copy)
+        Store::open_mode(dir, SyncMode::Interval, Mode::Copy, DEFAULT_SEGMENT_BYTES)
     }
 
-    fn open_mode(dir: &Path, sync: SyncMode, mode: Mode) -> Result<Store, LogError> {
+    fn open_mode(
+        dir: &Path,
+        sync: SyncMode,
+        mode: Mode,
+        segment_bytes: u64,
+    ) -> Result<Store, LogError> {
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |source| LogError::Io { path, source }
@@ -234,7 +249,7 @@ impl Store {
             _copy: copy,
             _lock: lock,
         };
-        store.reconcile(mode)?;
+        store.reconcile(mode, segment_bytes)?;
         Ok(store)
     }
 
@@ -426,7 +441,7 @@ impl Store {
 
     /// Checks sled against the WAL and sets right what a crash leaves behind (a torn last
     /// write, sled behind the WAL). Anything else that does not agree is damage.
-    fn reconcile(&mut self, mode: Mode) -> Result<(), LogError> {
+    fn reconcile(&mut self, mode: Mode, segment_bytes: u64) -> Result<(), LogError> {
         let wal_dir = self.dir.join(WAL_DIR);
         let scan = super::wal::scan(&wal_dir).map_err(|e| self.wal_err(e))?;
         let sled_last = self.last_seq()?;
@@ -466,8 +481,8 @@ impl Store {
             }
             // A data dir from before the WAL (or a new one): sled becomes the checkpoint.
             self.flush_sled()?;
-            let wal = Wal::create(&wal_dir, DEFAULT_SEGMENT_BYTES, sled_head)
-                .map_err(|e| self.wal_err(e))?;
+            let wal =
+                Wal::create(&wal_dir, segment_bytes, sled_head).map_err(|e| self.wal_err(e))?;
             self.set_marker()?;
             if sled_last > 0 {
                 self.notes.push(Note::NoWalYet { created: true });
@@ -603,8 +618,7 @@ impl Store {
         if !marker {
             self.set_marker()?;
         }
-        let mut wal =
-            Wal::resume(&wal_dir, DEFAULT_SEGMENT_BYTES, &scan).map_err(|e| self.wal_err(e))?;
+        let mut wal = Wal::resume(&wal_dir, segment_bytes, &scan).map_err(|e| self.wal_err(e))?;
         if wal_head.seq > checkpoint.seq || wal_head.seq > sled_last {
             self.flush_sled()?;
             wal.checkpoint_at(wal_head).map_err(|e| self.wal_err(e))?;
