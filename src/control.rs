@@ -132,7 +132,7 @@ impl Control {
             }
         }
         let state = replay(&store)?;
-        store.start_checkpoints();
+        store.start_background();
         let shared = Arc::new(RwLock::new(state.clone()));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (changed, changes) = watch::channel(state.head_seq);
@@ -416,7 +416,7 @@ impl Writer {
         let written = if records.is_empty() {
             Ok(())
         } else {
-            self.store.append(&records)
+            self.store.append(records)
         };
         match written {
             Ok(()) => {

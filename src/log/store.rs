@@ -40,6 +40,10 @@ pub struct Store {
     sync: SyncMode,
     /// The write-ahead log; `None` for a copy opened to be read (see [`Store::open_copy`]).
     wal: Mutex<Option<Wal>>,
+    /// Records the WAL holds durably that sled has not taken yet, in seq order. The background
+    /// thread hands them to sled in batches ([`Store::feed`]), so sled's insert is off the
+    /// path every caller waits on; readers look here first.
+    unfed: Mutex<Vec<(u64, sled::IVec)>>,
     /// The last commit handed to sled, which a checkpoint makes durable there.
     fed: Mutex<Checkpoint>,
     /// Set when sled could not take commits that the WAL already holds: from then on nothing
@@ -48,7 +52,8 @@ pub struct Store {
     /// What opening found and set right (a torn tail cut, sled caught up), for the caller to
     /// report.
     notes: Vec<Note>,
-    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+    /// The background thread that feeds sled and checkpoints, and the way to wake it.
+    checkpointer: Mutex<Option<(std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>)>>,
     /// The temporary copy of sled's files a read-only open works on.
     _copy: Option<tempfile::TempDir>,
     _lock: File,
@@ -125,6 +130,10 @@ const WAL_MARKER: &[u8] = b"reeve/wal";
 const WAL_DIR: &str = "wal";
 /// How often the background thread checkpoints sled (and, in interval mode, syncs the WAL).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// How often the background thread hands sled what the WAL took...
+const FEED_EVERY: Duration = Duration::from_millis(5);
+/// ...or how many records waiting wake it at once.
+const FEED_AT: usize = 1024;
 
 /// Appended after the last byte a capped log keeps.
 pub const LOG_TRUNCATED: &str =
@@ -239,6 +248,7 @@ impl Store {
             data_file,
             sync,
             wal: Mutex::new(None),
+            unfed: Mutex::new(Vec::new()),
             fed: Mutex::new(Checkpoint {
                 seq: 0,
                 hash: GENESIS,
@@ -274,28 +284,52 @@ impl Store {
     }
 
     /// Writes a group of sealed records as one WAL write and makes them as durable as the
-    /// sync mode promises (durable: one `fdatasync`), then hands them to sled. Nobody may be
-    /// answered before this returns.
-    pub fn append(&self, records: &[(u64, Vec<u8>)]) -> Result<(), LogError> {
+    /// sync mode promises (durable: one `fdatasync`). Nobody may be answered before this
+    /// returns; from then on the records are readable here, and [`Store::feed`] hands them to
+    /// sled.
+    pub fn append(&self, records: Vec<(u64, Vec<u8>)>) -> Result<(), LogError> {
         if let Some(why) = self.failed.lock().clone() {
             return Err(LogError::Failed(why));
         }
-        let Some(last) = records.last() else {
+        if records.is_empty() {
             return Ok(());
-        };
+        }
         {
             let mut wal = self.wal.lock();
             let wal = wal.as_mut().ok_or_else(|| {
                 LogError::Failed("this store was opened read-only (a copy for auditing)".into())
             })?;
-            wal.append(records, self.sync == SyncMode::Durable)
+            wal.append(&records, self.sync == SyncMode::Durable)
                 .map_err(|e| self.wal_err(e))?;
         }
-        // The WAL holds the group now: from here on a failure must not let the writer reuse
-        // these seqs, so it stops the store instead of failing the group.
+        let waiting = {
+            let mut unfed = self.unfed.lock();
+            unfed.extend(
+                records
+                    .into_iter()
+                    .map(|(seq, r)| (seq, sled::IVec::from(r))),
+            );
+            unfed.len()
+        };
+        if waiting >= FEED_AT
+            && let Some((wake, _)) = self.checkpointer.lock().as_ref()
+        {
+            let _ = wake.try_send(());
+        }
+        Ok(())
+    }
+
+    /// Hands sled what the WAL holds and sled does not (the background thread does this).
+    /// A failure here cannot undo the WAL (the records are acknowledged), so it stops the
+    /// store instead: nothing more is written, and the next open catches sled up from the WAL.
+    pub fn feed(&self) {
+        let pending: Vec<(u64, sled::IVec)> = self.unfed.lock().clone();
+        let Some((last_seq, last)) = pending.last().cloned() else {
+            return;
+        };
         let mut batch = sled::Batch::default();
-        for (seq, record) in records {
-            batch.insert(&seq.to_be_bytes(), record.as_slice());
+        for (seq, record) in &pending {
+            batch.insert(&seq.to_be_bytes(), record.clone());
         }
         if let Err(e) = self.commits.apply_batch(batch) {
             let why = format!(
@@ -303,10 +337,15 @@ impl Store {
             );
             tracing::error!("{why}");
             *self.failed.lock() = Some(why);
+            return;
         }
-        let hash = super::wal::record_head(&last.1).map_or(GENESIS, |h| h.2);
-        *self.fed.lock() = Checkpoint { seq: last.0, hash };
-        Ok(())
+        // Only now may readers stop finding them here: they are in sled.
+        self.unfed.lock().retain(|(seq, _)| *seq > last_seq);
+        let hash = super::wal::record_head(&last).map_or(GENESIS, |h| h.2);
+        *self.fed.lock() = Checkpoint {
+            seq: last_seq,
+            hash,
+        };
     }
 
     /// Makes sled durably hold everything handed to it and records that in the WAL, which lets
@@ -341,29 +380,39 @@ impl Store {
         })
     }
 
-    /// Starts the background checkpoints. The thread holds only a weak reference: it ends
-    /// when the store is closed or dropped.
-    pub fn start_checkpoints(self: &Arc<Self>) {
+    /// Starts the store's background thread: it hands sled what the WAL took (every few
+    /// milliseconds, or at once when much is waiting) and checkpoints sled every half second.
+    /// sled's insert costs tens of microseconds per batch however small, so batching it here,
+    /// on the other core, keeps it off every caller's wait. The thread holds only a weak
+    /// reference: it ends when the store is flushed or dropped.
+    pub fn start_background(self: &Arc<Self>) {
         if self.wal.lock().is_none() {
             return;
         }
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
         let weak = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
-            .name("reeve-checkpoint".into())
+            .name("reeve-store".into())
             .spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(CHECKPOINT_EVERY)
-                {
+                let mut checkpointed = std::time::Instant::now();
+                loop {
+                    match woken.recv_timeout(FEED_EVERY) {
+                        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
                     let Some(store) = weak.upgrade() else { break };
-                    if let Err(e) = store.checkpoint() {
-                        tracing::error!(error = %e, "checkpoint failed; will retry");
+                    store.feed();
+                    if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+                        checkpointed = std::time::Instant::now();
+                        if let Err(e) = store.checkpoint() {
+                            tracing::error!(error = %e, "checkpoint failed; will retry");
+                        }
                     }
                 }
             });
         match spawned {
-            Ok(handle) => *self.checkpointer.lock() = Some((stop, handle)),
-            Err(e) => tracing::error!(error = %e, "could not start the checkpoint thread"),
+            Ok(handle) => *self.checkpointer.lock() = Some((wake, handle)),
+            Err(e) => tracing::error!(error = %e, "could not start the store's background thread"),
         }
     }
 
@@ -380,6 +429,7 @@ impl Store {
         if self.wal.lock().is_none() {
             return Ok(());
         }
+        self.feed();
         self.checkpoint()?;
         if let Some(wal) = self.wal.lock().as_mut() {
             wal.sync().map_err(|e| self.wal_err(e))?;
@@ -636,6 +686,9 @@ impl Store {
 
     /// The raw record stored under `seq`.
     pub fn raw(&self, seq: u64) -> Result<Option<Vec<u8>>, LogError> {
+        if let Some((_, r)) = self.unfed.lock().iter().find(|(s, _)| *s == seq) {
+            return Ok(Some(r.to_vec()));
+        }
         Ok(self
             .commits
             .get(seq.to_be_bytes())
@@ -651,7 +704,17 @@ impl Store {
         from_seq: u64,
         to_seq: u64,
     ) -> impl Iterator<Item = Result<(u64, sled::IVec), LogError>> + '_ {
-        let range = (from_seq <= to_seq).then(|| from_seq.to_be_bytes()..=to_seq.to_be_bytes());
+        // Taken before sled is read: a record leaves `unfed` only once sled holds it, so every
+        // record is found in one place or the other.
+        let unfed: Vec<(u64, sled::IVec)> = self
+            .unfed
+            .lock()
+            .iter()
+            .filter(|(s, _)| (from_seq..=to_seq).contains(s))
+            .cloned()
+            .collect();
+        let sled_to = unfed.first().map_or(to_seq, |(s, _)| to_seq.min(s - 1));
+        let range = (from_seq <= sled_to).then(|| from_seq.to_be_bytes()..=sled_to.to_be_bytes());
         range
             .into_iter()
             .flat_map(|r| self.commits.range(r))
@@ -668,10 +731,14 @@ impl Store {
                     })?;
                 Ok((seq, value))
             })
+            .chain(unfed.into_iter().map(Ok))
     }
 
-    /// The highest seq stored (0 for an empty log), read from the last key.
+    /// The highest seq stored (0 for an empty log).
     pub fn last_seq(&self) -> Result<u64, LogError> {
+        if let Some((seq, _)) = self.unfed.lock().last() {
+            return Ok(*seq);
+        }
         let last = self.commits.last().map_err(|e| self.sled_err(e))?;
         Ok(last
             .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
@@ -686,19 +753,17 @@ impl Store {
     /// Every commit from `from_seq` on, in order, each decoded and its hash checked. The key
     /// each record is stored under must agree with the seq inside it.
     pub fn scan(&self, from_seq: u64) -> impl Iterator<Item = Result<Commit, LogError>> + '_ {
-        self.commits
-            .range(from_seq.to_be_bytes()..)
-            .map(move |item| {
-                let (key, value) = item.map_err(|e| self.sled_err(e))?;
-                let commit = Commit::decode(&value)?;
-                if key.as_ref() != commit.seq.to_be_bytes() {
-                    return Err(LogError::Corrupt {
-                        seq: commit.seq,
-                        why: "stored under a different sequence number".into(),
-                    });
-                }
-                Ok(commit)
-            })
+        self.raw_range(from_seq, u64::MAX).map(|item| {
+            let (seq, value) = item?;
+            let commit = Commit::decode(&value)?;
+            if seq != commit.seq {
+                return Err(LogError::Corrupt {
+                    seq: commit.seq,
+                    why: "stored under a different sequence number".into(),
+                });
+            }
+            Ok(commit)
+        })
     }
 
     /// Every commit from the start, with the chain verified (gapless seq, `prev_hash` links).
@@ -769,12 +834,16 @@ impl Store {
         Ok(out)
     }
 
+    /// How many commits are stored (those sled holds and those it has yet to take).
     pub fn len(&self) -> usize {
-        self.commits.len()
+        let unfed = self.unfed.lock();
+        let first_unfed = unfed.first().map_or(u64::MAX, |(s, _)| *s);
+        let in_sled = self.commits.range(..first_unfed.to_be_bytes()).count();
+        in_sled + unfed.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.commits.is_empty()
+        self.len() == 0
     }
 }
 
