@@ -395,11 +395,9 @@ impl Store {
             .name("reeve-store".into())
             .spawn(move || {
                 let mut checkpointed = std::time::Instant::now();
-                loop {
-                    match woken.recv_timeout(FEED_EVERY) {
-                        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                    }
+                while let Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    woken.recv_timeout(FEED_EVERY)
+                {
                     let Some(store) = weak.upgrade() else { break };
                     store.feed();
                     if checkpointed.elapsed() >= CHECKPOINT_EVERY {
