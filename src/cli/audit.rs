@@ -5,9 +5,9 @@
 //! (`--server`), and runs them through the same code the server does: `Commit::decode` (the
 //! record's own hash), `Verifier` (gapless seqs, the chain) and `State::apply` (the fold).
 //!
-//! Offline, the data dir is opened with the server's own store, which takes its lock: a dir a
-//! running server holds is refused. Nothing here writes a commit, but sled has no read-only
-//! mode, so opening a dir may update sled's own files (recovery, its config and snapshot).
+//! Offline, the data dir is opened with `Store::open_copy`, which takes its lock (a dir a
+//! running server holds is refused), runs the server's own checks of the WAL against sled, and
+//! touches nothing in the dir: sled's files are opened as a temporary copy.
 //!
 //! The HTTP code is kept in this file (`Remote`) on purpose, small, so it can later move into
 //! the client commands' shared connection module.

@@ -1,4 +1,5 @@
-//! The event log: one [`Commit`] per command, hash-chained, stored in sled.
+//! The event log: one [`Commit`] per command, hash-chained, written to reeve's own
+//! write-ahead log ([`wal`], framed by [`frame`]) and kept in sled behind it ([`Store`]).
 //!
 //! A stored record is `version(1) ‖ seq(8, BE) ‖ prev_hash(32) ‖ hash(32) ‖ body`, where `body`
 //! is the postcard encoding of [`CommitBody`] and `hash = SHA-256(prev_hash ‖ seq ‖ body)`.
