@@ -5,6 +5,11 @@
 //!   `append/batch/1` and `append/interval/1` show what that durability costs.
 //! - `replay/100k`: folding a 100,000-commit log from disk into a fresh state (decode, verify
 //!   the chain, apply).
+//! - `wal/append_fdatasync` against `wal/raw_fdatasync`: one commit record appended through the
+//!   store (one framed WAL write + one `fdatasync`) beside a bare `pwrite` of the same size +
+//!   `fdatasync` in a preallocated file — the floor any durable commit sits on.
+//! - `open/100k`: opening a 100,000-commit data dir the way `serve` does (scan the WAL, check
+//!   sled against it and its checkpoint, replay).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,22 +133,17 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
-fn replay(c: &mut Criterion) {
-    const COMMITS: usize = 100_000;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (dir, control) = setup(&rt, SyncMode::Interval);
+/// Writes `commits` commands from 8 submitters — a mix of accepted (triggers, new projects)
+/// and refused ones — then closes the control plane.
+fn fill(rt: &tokio::runtime::Runtime, control: &Arc<Control>, commits: usize) {
     rt.block_on(async {
         let mut tasks = Vec::new();
         for t in 0..8 {
             let control = control.clone();
             tasks.push(tokio::spawn(async move {
-                for i in 0..COMMITS / 8 {
-                    // A mix of accepted (triggers, new projects) and refused commands.
+                for i in 0..commits / 8 {
                     let cmd = match i % 4 {
-                        0 => create_project(1 + t * COMMITS + i),
+                        0 => create_project(1 + t * commits + i),
                         1 => create_project(0),
                         _ => trigger(),
                     };
@@ -156,6 +156,16 @@ fn replay(c: &mut Criterion) {
         }
         control.close().await;
     });
+}
+
+fn replay(c: &mut Criterion) {
+    const COMMITS: usize = 100_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (dir, control) = setup(&rt, SyncMode::Interval);
+    fill(&rt, &control, COMMITS);
     drop(control);
     let store = Store::open(dir.path(), SyncMode::Durable).expect("reopen");
     let n = store.len();
@@ -173,5 +183,77 @@ fn replay(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, replay);
+fn wal(c: &mut Criterion) {
+    use std::os::unix::fs::FileExt;
+    let mut group = c.benchmark_group("wal");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), SyncMode::Durable).expect("open");
+    let body = reeve::log::CommitBody {
+        at: 0,
+        meta: reeve::log::Meta {
+            principal: Principal::System,
+            plane: Plane::System,
+            request_id: String::new(),
+            idempotency_key: None,
+            command: trigger(),
+        },
+        outcome: reeve::log::Outcome::Accepted,
+        events: vec![],
+    };
+    let mut seq = 0u64;
+    let mut prev = reeve::log::GENESIS;
+    let mut len = 0;
+    group.bench_function("append_fdatasync", |b| {
+        b.iter(|| {
+            seq += 1;
+            let (c, record) = reeve::log::Commit::seal(seq, prev, body.clone()).expect("seal");
+            prev = c.hash;
+            len = record.len();
+            store.append(vec![(seq, record)]).expect("append");
+        })
+    });
+    drop(store);
+    let path = dir.path().join("raw.bin");
+    let file = std::fs::File::create(&path).expect("create");
+    file.write_all_at(&vec![0u8; 64 << 20], 0).expect("zeros");
+    file.sync_all().expect("sync");
+    let record = vec![7u8; len + 8];
+    let mut at = 0u64;
+    group.bench_function("raw_fdatasync", |b| {
+        b.iter(|| {
+            file.write_all_at(&record, at).expect("write");
+            file.sync_data().expect("fdatasync");
+            at = (at + record.len() as u64) % (60 << 20);
+        })
+    });
+    group.finish();
+}
+
+fn open(c: &mut Criterion) {
+    const COMMITS: usize = 100_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (dir, control) = setup(&rt, SyncMode::Interval);
+    fill(&rt, &control, COMMITS);
+    drop(control);
+    let mut group = c.benchmark_group("open");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.bench_function(format!("{}k", COMMITS / 1000), |b| {
+        b.iter(|| {
+            let control = Control::open(dir.path(), Options::default()).expect("open");
+            assert!(control.state().head_seq as usize >= COMMITS);
+            drop(control);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, append, replay, wal, open);
 criterion_main!(benches);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use reqwest::Method;
@@ -68,27 +68,6 @@ async fn offline(dir: &Path, verb: &str, extra: &[&str]) -> Run {
     let mut args = vec![verb, "--data-dir", &dir];
     args.extend_from_slice(extra);
     reeve(&args).await
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// A copy of `dir` in a fresh tempdir (kept alive by the returned guard).
-fn copy_of(dir: &Path) -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let copy = tmp.path().join("data");
-    copy_dir(dir, &copy);
-    (tmp, copy)
 }
 
 async fn live_digest(s: &TestServer) -> Value {

@@ -4,9 +4,12 @@
 //! kinds of records appear (`REEVE_WRITE_FIXTURE=v1|builds cargo test --test fixture_log --
 //! --ignored` wrote the two here).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use common::copy_dir;
 use reeve::control::{self, Control, Options, Submission};
 use reeve::domain::{Command, NewWatch, Plane, Principal, State, TokenKind, WatchKey, WatchPatch};
 use reeve::log::{Commit, Store, SyncMode, Verifier};
@@ -21,19 +24,6 @@ const BUILDS_EXPECT: &str = "tests/fixtures/data-v1-builds.expect.json";
 
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// The facts about a replayed state that the fixture pins down.

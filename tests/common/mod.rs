@@ -673,3 +673,25 @@ impl Api {
         panic!("drain did not run out of claimable jobs");
     }
 }
+
+/// Copies a directory tree (a data dir, a fixture).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A copy of `dir` in a fresh tempdir (kept alive by the returned guard).
+pub fn copy_of(dir: &Path) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("data");
+    copy_dir(dir, &copy);
+    (tmp, copy)
+}
