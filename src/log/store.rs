@@ -452,7 +452,13 @@ impl Store {
     ) -> LogError {
         let head = max_seq
             .max(self.last_seq().unwrap_or(0))
-            .max(self.wal.lock().as_ref().map_or(0, |w| w.head().seq));
+            // `try_lock`: a caller may already hold the WAL's lock.
+            .max(
+                self.wal
+                    .try_lock()
+                    .and_then(|w| w.as_ref().map(|w| w.head().seq))
+                    .unwrap_or(0),
+            );
         LogError::Damaged(Box::new(Damage {
             dir: self.dir.display().to_string(),
             first_seq,
