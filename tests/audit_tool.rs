@@ -233,6 +233,25 @@ async fn live_digest_equals_the_online_and_the_offline_replay_after_a_mixed_work
     let verify_online = online(&s, "verify", &[]).await;
     verify_online.ok();
     assert_eq!(verify_online.field("head"), "seq");
+    // The digest endpoint's head is an anchor `--expect-head` takes, online as offline.
+    let anchor = format!("{seq}:{}", str_field(&live, "head_hash"));
+    let anchored = online(&s, "verify", &["--expect-head", &anchor]).await;
+    assert!(
+        anchored
+            .ok()
+            .contains(&format!("anchor     commit {seq} holds the expected hash")),
+        "{}",
+        anchored.stdout
+    );
+    let beyond = format!("{}:{}", seq + 1_000_000, str_field(&live, "head_hash"));
+    let cut = online(&s, "verify", &["--expect-head", &beyond]).await;
+    assert_eq!(cut.code, 1, "{cut:?}");
+    assert!(
+        cut.stderr
+            .contains(&format!("the log does not hold commit {}", seq + 1_000_000)),
+        "{}",
+        cut.stderr
+    );
 
     s.shutdown().await;
     // Nothing may have been committed since the live digest; if something was, name it.
