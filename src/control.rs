@@ -122,13 +122,10 @@ impl Control {
             options.wal_segment_bytes,
         )?);
         for note in store.notes() {
-            match note {
-                crate::log::Note::TornTail { .. }
-                | crate::log::Note::Stray(_)
-                | crate::log::Note::Restored { .. } => {
-                    tracing::warn!(dir = %dir.display(), "{note}")
-                }
-                _ => tracing::info!(dir = %dir.display(), "{note}"),
+            if note.is_warning() {
+                tracing::warn!(dir = %dir.display(), "{note}");
+            } else {
+                tracing::info!(dir = %dir.display(), "{note}");
             }
         }
         let state = replay(&store)?;

@@ -687,12 +687,7 @@ fn open_dir(dir: &std::path::Path) -> Result<Store, Fail> {
         other => Fail::failed(format!("could not open {}: {other}", dir.display())),
     })?;
     for note in store.notes() {
-        let kind = match note {
-            crate::log::Note::TornTail { .. }
-            | crate::log::Note::Stray(_)
-            | crate::log::Note::Restored { .. } => "warning",
-            _ => "note",
-        };
+        let kind = if note.is_warning() { "warning" } else { "note" };
         eprintln!("reeve: {kind}: {note}");
     }
     Ok(store)

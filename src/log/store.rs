@@ -53,7 +53,7 @@ pub struct Store {
     /// report.
     notes: Vec<Note>,
     /// The background thread that feeds sled and checkpoints, and the way to wake it.
-    checkpointer: Mutex<Option<(std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>)>>,
+    background: Mutex<Option<(std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>)>>,
     /// The temporary copy of sled's files a read-only open works on.
     _copy: Option<tempfile::TempDir>,
     _lock: File,
@@ -83,6 +83,17 @@ pub enum Note {
     NoWalYet { created: bool },
     /// Bytes after the end of a segment that is not the newest; nothing reads them.
     Stray(String),
+}
+
+impl Note {
+    /// Whether the operator should look at it: something was damaged or cut, even if nothing
+    /// acknowledged was lost. Catching up and starting a WAL are routine.
+    pub fn is_warning(&self) -> bool {
+        match self {
+            Note::TornTail { .. } | Note::Restored { .. } | Note::Stray(_) => true,
+            Note::CaughtUp { .. } | Note::NoWalYet { .. } => false,
+        }
+    }
 }
 
 impl std::fmt::Display for Note {
@@ -152,7 +163,7 @@ impl Store {
     /// Opens (or creates) the log under `dir`. A second process — or a second open in this
     /// process — on the same dir gets [`LogError::Locked`]. Damage is [`LogError::Damaged`].
     pub fn open(dir: &Path, sync: SyncMode) -> Result<Store, LogError> {
-        Store::open_mode(dir, sync, Mode::Serve, DEFAULT_SEGMENT_BYTES)
+        Store::open_with(dir, sync, 0)
     }
 
     /// [`Store::open`] with new WAL segments preallocated to `segment_bytes` (0: the default).
@@ -255,7 +266,7 @@ impl Store {
             }),
             failed: Mutex::new(None),
             notes: Vec::new(),
-            checkpointer: Mutex::new(None),
+            background: Mutex::new(None),
             _copy: copy,
             _lock: lock,
         };
@@ -312,7 +323,7 @@ impl Store {
             unfed.len()
         };
         if waiting >= FEED_AT
-            && let Some((wake, _)) = self.checkpointer.lock().as_ref()
+            && let Some((wake, _)) = self.background.lock().as_ref()
         {
             let _ = wake.try_send(());
         }
@@ -409,7 +420,7 @@ impl Store {
                 }
             });
         match spawned {
-            Ok(handle) => *self.checkpointer.lock() = Some((wake, handle)),
+            Ok(handle) => *self.background.lock() = Some((wake, handle)),
             Err(e) => tracing::error!(error = %e, "could not start the store's background thread"),
         }
     }
@@ -417,7 +428,7 @@ impl Store {
     /// Stops the background checkpoints and takes a last one, so that the next open finds
     /// sled and the WAL in step. Used at shutdown whatever the sync mode.
     pub fn flush(&self) -> Result<(), LogError> {
-        let running = self.checkpointer.lock().take();
+        let running = self.background.lock().take();
         if let Some((stop, handle)) = running {
             drop(stop);
             if handle.thread().id() != std::thread::current().id() {
