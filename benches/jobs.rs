@@ -117,6 +117,7 @@ fn decide_restart(c: &mut Criterion) {
         plane: Plane::System,
         new_id: Uuid::now_v7(),
         rules: Rules::default(),
+        renewals: Default::default(),
     };
     let cmd = Command::RestartJob {
         project: "p".into(),

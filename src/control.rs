@@ -17,7 +17,9 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::domain::{self, Command, Ctx, Millis, Plane, Principal, Rejection, Reply, Rules, State};
+use crate::domain::{
+    self, Command, Ctx, Event, Millis, Plane, Principal, Rejection, Reply, Rules, State,
+};
 use crate::log::{Commit, CommitBody, LogError, Meta, Outcome, Store, SyncMode};
 
 /// The most commands decided and written as one group.
@@ -34,8 +36,9 @@ pub struct Submission {
     pub command: Command,
 }
 
-/// The answer to a submission. `seq` is `None` when an `Idempotency-Key` replayed an earlier
-/// answer and nothing new was written.
+/// The answer to a submission. `seq` is `None` when nothing new was written: an
+/// `Idempotency-Key` replayed an earlier answer, a refusal only counted towards its coalescing
+/// window, or a heartbeat renewed a lease (renewals live in the writer's memory).
 #[derive(Clone, Debug)]
 pub struct Submitted {
     pub seq: Option<u64>,
@@ -62,7 +65,8 @@ pub struct Options {
 
 enum Msg {
     Submit(Box<Submission>, ReplyTo),
-    /// Nothing to do but close windows of coalesced refusals that have run out.
+    /// Nothing to do but close windows of coalesced refusals that have run out, and forget
+    /// renewals of jobs that are no longer running.
     Tick,
     Close,
 }
@@ -89,8 +93,14 @@ pub struct Control {
     changes: watch::Receiver<u64>,
     state: Arc<RwLock<State>>,
     store: Arc<Store>,
+    renewals: Renewals,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
+
+/// Lease renewals (job → when its renewed lease runs out), held in memory: a heartbeat decides
+/// nothing, so it is not a commit. Claims, finishes, aborts and expiries are. The writer
+/// renews; the lease timer reads them to know whether a sweep is due.
+type Renewals = Arc<Mutex<HashMap<Uuid, Millis>>>;
 
 fn now_ms() -> Millis {
     SystemTime::now()
@@ -130,6 +140,16 @@ impl Control {
         }
         let state = replay(&store)?;
         store.start_background();
+        // Renewals did not survive the restart, and the runners could not reach a stopped
+        // server: every running job starts with a full lease, so the restart itself expires
+        // nothing.
+        let fresh = now_ms().saturating_add(options.rules.lease_ms());
+        let renewals: Renewals = Arc::new(Mutex::new(
+            state
+                .expired_leases(Millis::MAX)
+                .map(|j| (j.id, fresh))
+                .collect(),
+        ));
         let shared = Arc::new(RwLock::new(state.clone()));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (changed, changes) = watch::channel(state.head_seq);
@@ -138,6 +158,7 @@ impl Control {
             changed,
             store: store.clone(),
             shared: shared.clone(),
+            renewals: renewals.clone(),
             last_at: state.audit.last().map_or(0, |e| e.at),
             working: state,
             rules: options.rules,
@@ -154,6 +175,7 @@ impl Control {
             changes,
             state: shared,
             store,
+            renewals,
             writer: Mutex::new(Some(handle)),
         })
     }
@@ -176,6 +198,17 @@ impl Control {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Whether a running job's lease has run out by `now`, renewals included: a lease sweep
+    /// is due.
+    pub fn leases_due(&self, now: Millis) -> bool {
+        let renewals = self.renewals.lock();
+        self.state
+            .read()
+            .lapsed_leases(now, &renewals)
+            .next()
+            .is_some()
     }
 
     /// Lets the writer close windows of coalesced refusals that have run out.
@@ -214,6 +247,7 @@ struct Writer {
     store: Arc<Store>,
     shared: Arc<RwLock<State>>,
     working: State,
+    renewals: Renewals,
     rules: Rules,
     last_at: Millis,
 }
@@ -245,7 +279,8 @@ type Processed = (Answer, Option<(u64, Vec<u8>, Commit)>);
 
 enum Answer {
     Committed(u64, Result<Reply, Rejection>),
-    Remembered(Result<Reply, Rejection>),
+    /// Answered without a commit (see [`Submitted`]).
+    Unlogged(Result<Reply, Rejection>),
     Failed(ControlError),
 }
 
@@ -266,6 +301,15 @@ impl Writer {
             let mut pending = Vec::with_capacity(batch.len());
             if batch.iter().any(|m| matches!(m, Msg::Close)) {
                 closing = true;
+            }
+            if batch.iter().any(|m| matches!(m, Msg::Tick)) {
+                let working = &self.working;
+                self.renewals.lock().retain(|id, _| {
+                    working
+                        .jobs
+                        .get(id)
+                        .is_some_and(|j| j.state == domain::JobState::Running)
+                });
             }
             self.close_windows(now_ms(), closing, &mut pending);
             for msg in batch {
@@ -361,17 +405,29 @@ impl Writer {
         if let Some(key) = &s.idempotency_key
             && let Some(first) = self.working.remembered(s.principal, key, &s.command)
         {
-            return (Answer::Remembered(first), None);
+            return (Answer::Unlogged(first), None);
         }
         // Commit times never go backwards, even if the wall clock does.
         let at = now_ms().max(self.last_at);
         self.last_at = at;
+        let renewals = match s.command {
+            // Only the renewals of leases that ran out by their last commit can matter.
+            Command::ExpireLeases => {
+                let held = self.renewals.lock();
+                self.working
+                    .expired_leases(at)
+                    .filter_map(|j| held.get(&j.id).map(|until| (j.id, *until)))
+                    .collect()
+            }
+            _ => HashMap::new(),
+        };
         let ctx = Ctx {
             at,
             principal: s.principal,
             plane: s.plane,
             new_id: Uuid::now_v7(),
             rules: self.rules,
+            renewals,
         };
         let decided = match &s.idempotency_key {
             Some(key) => self
@@ -383,7 +439,17 @@ impl Writer {
         if let Err(r) = &decided
             && self.coalesced(&s, r, at)
         {
-            return (Answer::Remembered(Err(r.clone())), None);
+            return (Answer::Unlogged(Err(r.clone())), None);
+        }
+        match (&s.command, &decided) {
+            (Command::Heartbeat { job, .. }, Ok(events)) => {
+                return (Answer::Unlogged(Ok(self.renew(*job, events))), None);
+            }
+            // A sweep that ends nothing (a renewal or a finish got there first) decides nothing.
+            (Command::ExpireLeases, Ok(events)) if events.is_empty() => {
+                return (Answer::Unlogged(Ok(Reply::Nothing)), None);
+            }
+            _ => {}
         }
         let (outcome, events) = match decided {
             Ok(events) => (Outcome::Accepted, events),
@@ -417,6 +483,37 @@ impl Writer {
                 (Answer::Committed(seq, reply), Some((seq, record, commit)))
             }
             Err(e) => (Answer::Failed(e.into()), None),
+        }
+    }
+
+    /// Keeps an accepted heartbeat's renewal in memory and answers it. No renewal means the job
+    /// is no longer running (it was aborted): the runner is told to stop.
+    fn renew(&mut self, job: Uuid, events: &[Event]) -> Reply {
+        let mut renewals = self.renewals.lock();
+        match events {
+            [
+                Event::LeaseRenewed {
+                    lease_expires_at, ..
+                },
+            ] => {
+                renewals.insert(job, *lease_expires_at);
+                Reply::Heartbeat {
+                    abort: false,
+                    lease_expires_at: *lease_expires_at,
+                }
+            }
+            _ => {
+                let committed = self
+                    .working
+                    .jobs
+                    .get(&job)
+                    .and_then(|j| j.lease.as_ref())
+                    .map_or(0, |l| l.expires_at);
+                Reply::Heartbeat {
+                    abort: true,
+                    lease_expires_at: renewals.get(&job).copied().unwrap_or(committed),
+                }
+            }
         }
     }
 
@@ -457,7 +554,7 @@ impl Writer {
                             seq: Some(seq),
                             result,
                         }),
-                        Answer::Remembered(result) => Ok(Submitted { seq: None, result }),
+                        Answer::Unlogged(result) => Ok(Submitted { seq: None, result }),
                         Answer::Failed(e) => Err(e),
                     });
                 }

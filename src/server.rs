@@ -260,12 +260,7 @@ async fn timers(control: Arc<Control>, mut stop: watch::Receiver<bool>) {
         if ticks.is_multiple_of(20) {
             control.tick();
         }
-        let due = control
-            .state()
-            .expired_leases(api::now_ms())
-            .next()
-            .is_some();
-        if !due {
+        if !control.leases_due(api::now_ms()) {
             continue;
         }
         let submitted = control

@@ -864,3 +864,95 @@ async fn rerun_is_refused_while_a_descendant_runs() {
     assert_eq!(running["job"]["id"], json!(second1));
     refuse(&s, &bid, &rerun_path(&first1), 409, "descendant_running").await;
 }
+
+/// Heartbeats the job every 300 ms for `span`, insisting each renewal is a fresh, live lease.
+async fn keep_alive(s: &TestServer, runner: &str, job: &str, lease: &str, span: Duration) {
+    let until = std::time::Instant::now() + span;
+    while std::time::Instant::now() < until {
+        let before = jiff::Timestamp::now();
+        let hb = s.heartbeat(runner, job, lease).await;
+        let hb = hb.expect(200);
+        assert_eq!(hb["abort"], false, "{hb}");
+        assert!(
+            ts(&hb["lease_expires_at"]) > before,
+            "a renewal runs out in the future: {hb}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_lease_alive_without_writing_to_the_log() {
+    let s = TestServer::start_with(|c| c.lease_secs = 1).await;
+    s.create_project(&s.admin, "p").await;
+    let runner = s.runner_token().await;
+    s.trigger_build(&s.admin, "p", pipeline(&[("long", &[])]))
+        .await;
+    let c = s.claim(&runner).await.expect("long is claimable");
+    let id = str_field(&c["job"], "id");
+    let lease = str_field(&c, "lease_id");
+    let head = s.audit_head().await;
+
+    // Three times the lease that the claim committed.
+    keep_alive(&s, &runner, &id, &lease, Duration::from_secs(3)).await;
+    assert_eq!(s.job_now("p", &id).await["state"], "running");
+    assert_eq!(
+        s.audit_head().await,
+        head,
+        "a renewal decides nothing, so it is not a commit"
+    );
+
+    // Silence: the renewed lease runs out and the sweep is a commit naming the job.
+    let (sr, idr) = (&s, id.as_str());
+    let ended = eventually(Duration::from_secs(20), move || async move {
+        let j = sr.job_now("p", idr).await;
+        (j["state"] != "running").then_some(j)
+    })
+    .await
+    .expect("a lease nobody renews must expire");
+    assert_eq!(ended["state"], "error", "{ended}");
+    assert_eq!(ended["message"], "runner lost", "{ended}");
+    let after = s.audit_entries(head).await;
+    assert_eq!(after.len(), 1, "only the expiry was logged: {after:#?}");
+    assert_eq!(after[0]["principal"], "system", "{after:#?}");
+    assert!(after[0].to_string().contains(&id), "{after:#?}");
+
+    // A heartbeat on the ended job is refused, and a refusal is logged like any other.
+    let r = s.heartbeat(&runner, &id, &lease).await;
+    assert_problem(&r, 409, "stale_lease");
+    assert_eq!(s.audit_head().await, head + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_survives_a_restart_without_expiring() {
+    let s = TestServer::start_with(|c| c.lease_secs = 2).await;
+    s.create_project(&s.admin, "p").await;
+    let runner = s.runner_token().await;
+    s.trigger_build(&s.admin, "p", pipeline(&[("long", &[])]))
+        .await;
+    let c = s.claim(&runner).await.expect("long is claimable");
+    let id = str_field(&c["job"], "id");
+    let lease = str_field(&c, "lease_id");
+    keep_alive(&s, &runner, &id, &lease, Duration::from_millis(600)).await;
+
+    // Down for longer than the lease: every renewal and the claim's own lease are out.
+    let mut s = s;
+    s.shutdown().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = s.restart().await;
+    let head = s.audit_head().await;
+
+    // The lease timer runs every 250 ms; a restart that expired leases would have by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        s.job_now("p", &id).await["state"],
+        "running",
+        "the restart itself expires nothing"
+    );
+    assert_eq!(s.audit_head().await, head);
+    keep_alive(&s, &runner, &id, &lease, Duration::from_secs(3)).await;
+    assert_eq!(s.job_now("p", &id).await["state"], "running");
+    let r = s.finish(&runner, &id, &lease, "finished").await;
+    r.expect(200);
+    assert_eq!(s.job_now("p", &id).await["state"], "finished");
+}

@@ -302,6 +302,17 @@ impl State {
             .filter(|j| j.state == JobState::Running)
     }
 
+    /// Running jobs whose lease ran out before `at`, counting the renewals that heartbeats made
+    /// in the writer's memory since the job's last commit.
+    pub fn lapsed_leases<'a>(
+        &'a self,
+        at: Millis,
+        renewals: &'a HashMap<Uuid, Millis>,
+    ) -> impl Iterator<Item = &'a Job> {
+        self.expired_leases(at)
+            .filter(move |j| renewals.get(&j.id).is_none_or(|until| *until <= at))
+    }
+
     /// The earliest lease expiry among running jobs.
     pub fn next_lease_expiry(&self) -> Option<Millis> {
         self.leases.iter().next().map(|(at, _)| *at)
@@ -840,6 +851,8 @@ pub fn leased<'s>(
 }
 
 /// A heartbeat renews the lease of a running job. An aborted job answers `abort` with no event.
+/// The writer keeps the renewal in memory instead of logging it (it decides nothing); the
+/// event stays the renewal's description, and the fold still reads it in logs written before.
 pub(super) fn heartbeat(
     state: &State,
     caller: &Caller<'_>,
@@ -900,7 +913,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 pub(super) fn expire_leases(state: &State, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
     let lost = state
-        .expired_leases(ctx.at)
+        .lapsed_leases(ctx.at, &ctx.renewals)
         .map(|j| (j.id, JobState::Error, None, Some("runner lost".to_string())))
         .collect();
     Ok(end_jobs(state, lost))

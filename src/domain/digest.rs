@@ -491,6 +491,7 @@ mod tests {
                 plane: Plane::System,
                 new_id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + i as u128),
                 rules: Rules::default(),
+                renewals: Default::default(),
             };
             let (outcome, events) = match decide(&state, cmd, &ctx) {
                 Ok(events) => (Outcome::Accepted, events),

@@ -28,7 +28,7 @@ pub use state::{Caller, State};
 pub use token::{Token, TokenKind};
 pub use watch::{LastRun, NewWatch, RunOutcome, Watch, WatchKey, WatchPatch};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -134,6 +134,9 @@ pub struct Ctx {
     /// A fresh UUIDv7, for a command that creates something.
     pub new_id: Uuid,
     pub rules: Rules,
+    /// Lease renewals the writer holds in memory (job → when its renewed lease runs out). A
+    /// heartbeat decides nothing, so it is not a commit; only a lease sweep reads these.
+    pub renewals: HashMap<Uuid, Millis>,
 }
 
 impl Ctx {
