@@ -8,7 +8,7 @@
 //! error: nothing unacknowledged becomes visible, nothing acknowledged is lost.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,7 +20,9 @@ use uuid::Uuid;
 use crate::domain::{
     self, Command, Ctx, Event, Millis, Plane, Principal, Rejection, Reply, Rules, State,
 };
-use crate::log::{Commit, CommitBody, LogError, Meta, Outcome, Store, SyncMode};
+use crate::log::{
+    Commit, CommitBody, LogError, Meta, Outcome, Store, SyncMode, Verifier, snapshot,
+};
 
 /// The most commands decided and written as one group.
 const MAX_BATCH: usize = 1024;
@@ -61,7 +63,17 @@ pub struct Options {
     pub rules: Rules,
     /// The size new WAL segments are preallocated to (0: 16 MiB).
     pub wal_segment_bytes: u64,
+    /// A snapshot of the state is saved once this many commits have been made since the last
+    /// one (0: 50,000)...
+    pub snapshot_commits: u64,
+    /// ...or once this many seconds have passed with any commit since the last one (0: 300).
+    pub snapshot_secs: u64,
 }
+
+const DEFAULT_SNAPSHOT_COMMITS: u64 = 50_000;
+const DEFAULT_SNAPSHOT_SECS: u64 = 300;
+/// Snapshots kept: the newest, and one to fall back on if the newest turns out damaged.
+const SNAPSHOTS_KEPT: usize = 2;
 
 enum Msg {
     Submit(Box<Submission>, ReplyTo),
@@ -95,6 +107,77 @@ pub struct Control {
     store: Arc<Store>,
     renewals: Renewals,
     writer: Mutex<Option<JoinHandle<()>>>,
+    snapshots: Mutex<Option<Snapshots>>,
+}
+
+/// The thread that saves snapshots of the readable state, and how to stop it.
+struct Snapshots {
+    stop: std::sync::mpsc::Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+impl Snapshots {
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.handle.join();
+    }
+}
+
+/// Saves a snapshot of the readable state whenever enough commits or enough time have gone by.
+/// The writer waits only while the state is cloned under the read lock (it publishes under the
+/// write lock); encoding and writing happen on this thread, off every lock.
+fn snapshot_loop(
+    dir: PathBuf,
+    shared: Arc<RwLock<State>>,
+    every_commits: u64,
+    every: std::time::Duration,
+    mut last_seq: u64,
+    stop: std::sync::mpsc::Receiver<()>,
+) {
+    let mut last_at = std::time::Instant::now();
+    loop {
+        match stop.recv_timeout(std::time::Duration::from_millis(200)) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let head = shared.read().head_seq;
+        if head == last_seq || (head - last_seq < every_commits && last_at.elapsed() < every) {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let state = shared.read().clone();
+        let held = started.elapsed();
+        match save_snapshot(&dir, &state) {
+            Ok(bytes) => tracing::info!(
+                seq = state.head_seq,
+                bytes,
+                writer_blocked_us = held.as_micros() as u64,
+                took_ms = started.elapsed().as_millis() as u64,
+                "snapshot saved"
+            ),
+            // Nothing is lost: the next start folds a longer tail.
+            Err(e) => tracing::warn!(error = %e, "could not save a snapshot"),
+        }
+        last_seq = state.head_seq;
+        last_at = std::time::Instant::now();
+    }
+}
+
+/// Saves `state` as a snapshot under the data dir `dir` (and prunes older ones); returns the
+/// size of its encoding.
+pub fn save_snapshot(dir: &Path, state: &State) -> Result<usize, String> {
+    let payload = postcard::to_allocvec(state).map_err(|e| format!("encoding the state: {e}"))?;
+    let dir = snapshot_dir(dir);
+    snapshot::save(
+        &dir,
+        State::SNAPSHOT_LAYOUT,
+        state.head_seq,
+        &state.head_hash,
+        &payload,
+    )
+    .map_err(|e| e.to_string())?;
+    snapshot::prune(&dir, SNAPSHOTS_KEPT).map_err(|e| e.to_string())?;
+    Ok(payload.len())
 }
 
 /// Lease renewals (job → when its renewed lease runs out), held in memory: a heartbeat decides
@@ -112,13 +195,100 @@ fn now_ms() -> Millis {
 /// Rebuilds the state from every commit in the store, verifying the chain on the way. A
 /// record that does not decode or chain is damage, named by its seq.
 pub fn replay(store: &Store) -> Result<State, LogError> {
-    let mut state = State::default();
-    for commit in store.replay() {
-        match commit {
+    fold_tail(store, State::default())
+}
+
+/// Folds every commit after `state`'s head into it, checking that they chain from that head.
+fn fold_tail(store: &Store, mut state: State) -> Result<State, LogError> {
+    let mut verifier = Verifier {
+        head_seq: state.head_seq,
+        head_hash: state.head_hash,
+    };
+    for commit in store.scan(state.head_seq + 1) {
+        let checked = commit.and_then(|c| verifier.check(&c).map(|()| c));
+        match checked {
             Ok(c) => state.apply(&c),
             Err(LogError::Corrupt { seq, why }) => return Err(store.damaged_at(seq, why)),
             Err(e) => return Err(e),
         }
+    }
+    Ok(state)
+}
+
+fn snapshot_dir(dir: &Path) -> PathBuf {
+    dir.join("snapshots")
+}
+
+/// The state as of the log's head: the newest usable snapshot plus the commits after it, or a
+/// fold from genesis when there is none. A snapshot that cannot be used is skipped with a
+/// warning saying why; damage in the log itself is still refused.
+/// Returns the state and the seq of the snapshot it started from (0: the whole log was folded).
+pub fn restore(store: &Store, dir: &Path) -> Result<(State, u64), LogError> {
+    let snapshots = match snapshot::list(&snapshot_dir(dir)) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list snapshots; folding the whole log");
+            Vec::new()
+        }
+    };
+    let last = store.last_seq()?;
+    for (_, path) in snapshots {
+        match load_snapshot(store, &path, last) {
+            Ok(state) => {
+                let seq = state.head_seq;
+                let started = std::time::Instant::now();
+                let state = fold_tail(store, state)?;
+                tracing::info!(
+                    snapshot = %path.display(),
+                    seq,
+                    tail = state.head_seq - seq,
+                    fold_ms = started.elapsed().as_millis() as u64,
+                    "state restored from a snapshot and the commits after it"
+                );
+                return Ok((state, seq));
+            }
+            Err(why) => tracing::warn!(
+                snapshot = %path.display(),
+                "snapshot skipped: {why}; trying an older one, or the whole log"
+            ),
+        }
+    }
+    Ok((replay(store)?, 0))
+}
+
+/// A snapshot's state, if it can be trusted as the state at a commit the log holds.
+fn load_snapshot(store: &Store, path: &Path, last: u64) -> Result<State, String> {
+    let snap = snapshot::read(path).map_err(|e| e.to_string())?;
+    if snap.layout != State::SNAPSHOT_LAYOUT {
+        return Err(format!(
+            "it was written in state layout {}, this build reads layout {}",
+            snap.layout,
+            State::SNAPSHOT_LAYOUT
+        ));
+    }
+    if snap.seq > last {
+        return Err(format!(
+            "it was taken at seq {}, but the log ends at {last}",
+            snap.seq
+        ));
+    }
+    let on_chain = store
+        .get(snap.seq)
+        .map_err(|e| format!("reading commit {}: {e}", snap.seq))?
+        .is_some_and(|c| c.hash == snap.hash);
+    if !on_chain {
+        return Err(format!(
+            "its head (seq {}) is not the commit the log holds at that seq",
+            snap.seq
+        ));
+    }
+    let state: State = postcard::from_bytes(&snap.payload)
+        .map_err(|e| format!("its state does not decode: {e}"))?;
+    if state.head_seq != snap.seq || state.head_hash != snap.hash {
+        return Err(format!(
+            "its state is at seq {}, not at the seq {} its header names",
+            state.head_seq, snap.seq
+        ));
     }
     Ok(state)
 }
@@ -138,7 +308,7 @@ impl Control {
                 tracing::info!(dir = %dir.display(), "{note}");
             }
         }
-        let state = replay(&store)?;
+        let (state, snapshot_seq) = restore(&store, dir)?;
         store.start_background();
         // Renewals did not survive the restart, and the runners could not reach a stopped
         // server: every running job starts with a full lease, so the restart itself expires
@@ -170,6 +340,34 @@ impl Control {
                 path: dir.display().to_string(),
                 source,
             })?;
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let every_commits = match options.snapshot_commits {
+            0 => DEFAULT_SNAPSHOT_COMMITS,
+            n => n,
+        };
+        let every = std::time::Duration::from_secs(match options.snapshot_secs {
+            0 => DEFAULT_SNAPSHOT_SECS,
+            n => n,
+        });
+        let snapshots = {
+            let (data_dir, shared) = (dir.to_path_buf(), shared.clone());
+            std::thread::Builder::new()
+                .name("reeve-snapshots".into())
+                .spawn(move || {
+                    snapshot_loop(
+                        data_dir,
+                        shared,
+                        every_commits,
+                        every,
+                        snapshot_seq,
+                        stopped,
+                    )
+                })
+                .map_err(|source| LogError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })?
+        };
         Ok(Control {
             tx,
             changes,
@@ -177,6 +375,10 @@ impl Control {
             store,
             renewals,
             writer: Mutex::new(Some(handle)),
+            snapshots: Mutex::new(Some(Snapshots {
+                stop,
+                handle: snapshots,
+            })),
         })
     }
 
@@ -224,6 +426,10 @@ impl Control {
     /// Stops accepting commands, lets everything already queued finish, flushes the log and
     /// waits for the writer to exit.
     pub async fn close(&self) {
+        let snapshots = self.snapshots.lock().take();
+        if let Some(snapshots) = snapshots {
+            let _ = tokio::task::spawn_blocking(move || snapshots.stop()).await;
+        }
         let _ = self.tx.send(Msg::Close).await;
         let handle = self.writer.lock().take();
         if let Some(handle) = handle {
@@ -234,6 +440,9 @@ impl Control {
 
 impl Drop for Control {
     fn drop(&mut self) {
+        if let Some(snapshots) = self.snapshots.lock().take() {
+            snapshots.stop();
+        }
         if let Some(handle) = self.writer.lock().take() {
             let _ = self.tx.try_send(Msg::Close);
             let _ = handle.join();

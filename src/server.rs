@@ -24,6 +24,10 @@ pub struct ServerConfig {
     pub sync: SyncMode,
     /// The size new WAL segments are preallocated to, in bytes (0: 16 MiB).
     pub wal_segment_bytes: u64,
+    /// Commits between snapshots of the state (0: 50,000).
+    pub snapshot_commits: u64,
+    /// Seconds between snapshots while anything is committed (0: 300).
+    pub snapshot_secs: u64,
     pub watch_interval_floor_secs: u64,
     /// An admin secret to accept (`REEVE_ADMIN_TOKEN`); registered on start if it is new.
     pub admin_token: Option<String>,
@@ -64,6 +68,8 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             sync: SyncMode::Durable,
             wal_segment_bytes: 0,
+            snapshot_commits: 0,
+            snapshot_secs: 0,
             watch_interval_floor_secs: 1,
             admin_token: None,
             lease_secs: 60,
@@ -120,6 +126,8 @@ impl Server {
         let options = Options {
             sync: cfg.sync,
             wal_segment_bytes: cfg.wal_segment_bytes,
+            snapshot_commits: cfg.snapshot_commits,
+            snapshot_secs: cfg.snapshot_secs,
             rules: Rules {
                 watch_interval_floor_secs: cfg.watch_interval_floor_secs,
                 max_jobs: cfg.max_jobs,

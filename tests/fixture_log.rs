@@ -492,3 +492,62 @@ fn write_builds_fixture() {
     });
     seal_fixture(&dir, BUILDS_RECORDS, BUILDS_EXPECT);
 }
+
+/// A snapshot of the builds fixture a few commits before its head, written by the current
+/// state layout. A change to the state's shape without a new `State::SNAPSHOT_LAYOUT` fails
+/// here, because the old bytes no longer decode to the same state.
+const SNAPSHOT: &str = "tests/fixtures/data-v1-builds.snap";
+
+#[test]
+fn the_snapshot_fixture_restores_the_builds_fixture_to_its_replayed_state() {
+    let snap = reeve::log::snapshot::read(&fixture(SNAPSHOT)).expect("the fixture snapshot reads");
+    assert_eq!(
+        snap.layout,
+        State::SNAPSHOT_LAYOUT,
+        "State::SNAPSHOT_LAYOUT changed: write a new snapshot fixture \
+         (REEVE_WRITE_FIXTURE=snapshot cargo test --test fixture_log -- --ignored)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(BUILDS_FIXTURE), tmp.path());
+    std::fs::create_dir_all(tmp.path().join("snapshots")).unwrap();
+    std::fs::copy(
+        fixture(SNAPSHOT),
+        tmp.path()
+            .join("snapshots")
+            .join(format!("{:016x}.snap", snap.seq)),
+    )
+    .unwrap();
+    let store = Store::open(tmp.path(), SyncMode::Durable).unwrap();
+    let (restored, from) = control::restore(&store, tmp.path()).expect("restores");
+    assert_eq!(
+        from, snap.seq,
+        "the snapshot must decode and be used; if the state's shape changed, bump \
+         State::SNAPSHOT_LAYOUT and write a new snapshot fixture"
+    );
+    assert!(restored.head_seq > from, "a tail is folded after it");
+    let replayed = control::replay(&store).unwrap();
+    assert_eq!(restored, replayed);
+    assert_eq!(restored.digest(), replayed.digest());
+}
+
+#[test]
+#[ignore = "writes the committed snapshot fixture; run by hand after a new state layout"]
+fn write_snapshot_fixture() {
+    if std::env::var("REEVE_WRITE_FIXTURE").as_deref() != Ok("snapshot") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(BUILDS_FIXTURE), tmp.path());
+    let store = Store::open(tmp.path(), SyncMode::Durable).unwrap();
+    let head = store.last_seq().unwrap();
+    let mut state = State::default();
+    for c in store.replay().take((head - 5) as usize) {
+        state.apply(&c.unwrap());
+    }
+    control::save_snapshot(tmp.path(), &state).unwrap();
+    let written = tmp
+        .path()
+        .join("snapshots")
+        .join(format!("{:016x}.snap", state.head_seq));
+    std::fs::copy(written, fixture(SNAPSHOT)).unwrap();
+}

@@ -146,7 +146,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
     #[test]
-    fn job_graph_invariants_hold(pipeline in dag(), steps in proptest::collection::vec(step(), 1..50)) {
+    fn job_graph_invariants_hold(
+        pipeline in dag(),
+        steps in proptest::collection::vec(step(), 1..50),
+        snap_at in any::<prop::sample::Index>(),
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let live = rt.block_on(async {
@@ -159,7 +163,14 @@ proptest! {
             let mut leases: HashMap<Uuid, Uuid> = HashMap::new();
             let mut superseded = HashMap::new();
             let mut killed: HashSet<Uuid> = HashSet::new();
-            for step in steps {
+            let snap_at = snap_at.index(steps.len());
+            let mut snapped = 0;
+            for (n, step) in steps.into_iter().enumerate() {
+                if n == snap_at {
+                    let state = control.state().clone();
+                    control::save_snapshot(dir.path(), &state).unwrap();
+                    snapped = state.head_seq;
+                }
                 let (jobs, builds): (Vec<Uuid>, Vec<Uuid>) = {
                     let s = control.state();
                     let mut jobs: Vec<Uuid> = s.jobs.keys().copied().collect();
@@ -196,10 +207,16 @@ proptest! {
             }
             let live = control.state().clone();
             control.close().await;
-            Ok(live)
+            Ok((live, snapped))
         })?;
+        let (live, snapped) = live;
         let store = Store::open(dir.path(), SyncMode::Durable).unwrap();
         let replayed = control::replay(&store).expect("the chain verifies");
         prop_assert_eq!(&replayed, &live);
+        // A start from the snapshot and the commits after it gives the same state.
+        let (restored, from) = control::restore(&store, dir.path()).expect("restores");
+        prop_assert_eq!(from, snapped, "the snapshot was the starting point");
+        prop_assert_eq!(&restored, &live);
+        prop_assert_eq!(restored.digest(), live.digest());
     }
 }

@@ -584,3 +584,121 @@ async fn sigkill_under_load_loses_no_acknowledged_command() {
         "a data dir after SIGTERM verifies without a note"
     );
 }
+
+/// The snapshot files under a data dir, newest first, by the seq in their names.
+fn snapshots(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.join("snapshots"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_str()?.strip_suffix(".snap")?.to_string();
+                    Some((u64::from_str_radix(&name, 16).ok()?, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    found
+}
+
+/// The state a client sees, and the digest of the whole state with its head.
+async fn observe_with_digest(api: &Api) -> Value {
+    let mut seen = observe(api).await;
+    seen["digest"] = api
+        .get(&api.admin, "/state/digest")
+        .await
+        .expect(200)
+        .clone();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_folds_only_the_commits_after_a_usable_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut cmd = command(dir.path());
+        cmd.args(["--snapshot-every-commits", "5"]);
+        Proc::start_cmd(cmd)
+    };
+    let mut first = start();
+    let api = first.api(dir.path());
+    api.create_project(&api.admin, "p").await;
+    let mut saved = Vec::new();
+    for round in 0..3 {
+        for i in 0..6 {
+            api.watch(
+                &api.admin,
+                "p",
+                &format!("https://s.example.com/{round}/{i}"),
+            )
+            .await;
+        }
+        let last = saved.first().map_or(0, |s: &(u64, PathBuf)| s.0);
+        saved = eventually(Duration::from_secs(20), || async {
+            let s = snapshots(dir.path());
+            (s.first().is_some_and(|n| n.0 > last)).then_some(s)
+        })
+        .await
+        .expect("a snapshot after every 5 commits or more");
+    }
+    assert_eq!(saved.len(), 2, "the newest two are kept: {saved:?}");
+    // A tail after the newest snapshot.
+    api.watch(&api.admin, "p", "https://s.example.com/tail")
+        .await;
+    let before = observe_with_digest(&api).await;
+    let head = before["digest"]["seq"].as_u64().unwrap();
+    first.terminate();
+    let saved = {
+        let now = snapshots(dir.path());
+        assert!(
+            now[0].0 >= saved[0].0 && now[0].0 < head,
+            "{now:?} head {head}"
+        );
+        now
+    };
+
+    let mut second = start();
+    let api = second.api(dir.path());
+    assert_eq!(observe_with_digest(&api).await, before);
+    let log = second.stderr();
+    assert!(
+        log.contains("state restored from a snapshot")
+            && log.contains(&format!("seq={}", saved[0].0)),
+        "the newest snapshot was the starting point: {log}"
+    );
+    second.terminate();
+
+    // A damaged newest snapshot is skipped, loudly, for the one before it.
+    let newest = &snapshots(dir.path())[0];
+    let mut bytes = std::fs::read(&newest.1).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&newest.1, &bytes).unwrap();
+    let older = snapshots(dir.path())[1].0;
+    let mut third = start();
+    let api = third.api(dir.path());
+    assert_eq!(observe_with_digest(&api).await, before);
+    let log = third.stderr();
+    assert!(
+        log.contains("snapshot skipped") && log.contains("checksum mismatch"),
+        "the damaged snapshot is named: {log}"
+    );
+    assert!(
+        log.contains(&format!("seq={older}")),
+        "the older snapshot was the starting point: {log}"
+    );
+    third.terminate();
+
+    // With nothing usable left the whole log is folded; the answers are the same.
+    for (_, path) in snapshots(dir.path()) {
+        std::fs::write(&path, b"not a snapshot").unwrap();
+    }
+    let mut fourth = start();
+    let api = fourth.api(dir.path());
+    assert_eq!(observe_with_digest(&api).await, before);
+    let log = fourth.stderr();
+    assert!(log.contains("snapshot skipped"), "{log}");
+    assert!(!log.contains("state restored from a snapshot"), "{log}");
+    fourth.terminate();
+}

@@ -27,6 +27,13 @@ pub struct ServeArgs {
     /// sled has durably taken over are deleted at checkpoints.
     #[arg(long, env = "REEVE_WAL_SEGMENT_MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
     wal_segment_mib: u64,
+    /// Save a snapshot of the state after this many commits, so a start folds at most that
+    /// many commits after the newest snapshot instead of the whole log.
+    #[arg(long, env = "REEVE_SNAPSHOT_EVERY_COMMITS", default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_every_commits: u64,
+    /// Save a snapshot after this many seconds when anything was committed since the last one.
+    #[arg(long, env = "REEVE_SNAPSHOT_EVERY_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_every_secs: u64,
     /// The shortest watch interval this server accepts, in seconds.
     #[arg(long, env = "REEVE_WATCH_INTERVAL_FLOOR_SECS", default_value_t = 1)]
     watch_interval_floor_secs: u64,
@@ -89,6 +96,8 @@ pub(super) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in files and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -98,6 +107,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
         listen: args.listen,
         sync: args.sync,
         wal_segment_bytes: args.wal_segment_mib * (1 << 20),
+        snapshot_commits: args.snapshot_every_commits,
+        snapshot_secs: args.snapshot_every_secs,
         watch_interval_floor_secs: args.watch_interval_floor_secs,
         admin_token: std::env::var("REEVE_ADMIN_TOKEN")
             .ok()

@@ -4,7 +4,7 @@
 use super::{Command, Event, Millis, Plane, Principal, State};
 use crate::log::{Commit, Outcome};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AuditEntry {
     pub seq: u64,
     pub at: Millis,

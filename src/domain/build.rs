@@ -110,14 +110,14 @@ pub struct NewJob {
     pub cloned_from: Option<Uuid>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     pub id: Uuid,
     pub runner: Principal,
     pub expires_at: Millis,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     pub id: Uuid,
     pub build_id: Uuid,
@@ -140,7 +140,7 @@ pub struct Job {
     pub version: u64,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Build {
     pub id: Uuid,
     pub project: String,

@@ -487,7 +487,7 @@ pub enum Event {
 
 /// Why a command was refused: an HTTP status, a stable code, and a reason that says what to
 /// do instead.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rejection {
     pub status: u16,
     pub code: String,
@@ -533,7 +533,7 @@ pub(crate) fn check_if_match(
 
 /// What the caller gets back for an accepted command: a snapshot of what it changed, taken
 /// from the state right after the commit was applied.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Reply {
     Project(Project),
     Token(Token),

@@ -2,7 +2,7 @@
 
 use super::{Ctx, Event, Millis, Pipeline, Principal, Rejection, State};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Project {
     pub id: String,
     pub name: String,

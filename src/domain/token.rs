@@ -18,7 +18,7 @@ pub enum TokenKind {
     Runner,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Token {
     pub id: Uuid,
     pub secret_hash: Hash,

@@ -12,7 +12,7 @@ pub const MAX_URI_LEN: usize = 2048;
 pub const MAX_REASON_LEN: usize = 1024;
 pub const MAX_INSTRUCTION_LEN: usize = 16 * 1024;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Watch {
     pub id: Uuid,
     pub project: String,
@@ -42,7 +42,7 @@ pub struct Watch {
     pub version: u64,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LastRun {
     pub at: Millis,
     pub build_id: Option<Uuid>,
@@ -53,7 +53,7 @@ pub struct LastRun {
     pub missed: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RunOutcome {
     /// Fired without a build (its project has no pipeline).
     Triggered,
