@@ -1,0 +1,156 @@
+//! The mixed log the large-log benches write, a mix an operator would see: watches created,
+//! paused and resumed, manual triggers, deletions, builds with three-job pipelines and
+//! refusals, all in one project and by the System principal. It is written through
+//! `Control::submit` (interval sync, 64 submitters), so every record is a real, decided commit.
+//!
+//! `benches/audit.rs` and `benches/history.rs` include this file with `#[path]`; each uses
+//! a part of it.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use reeve::control::{Control, Options, Submission};
+use reeve::domain::{
+    Accept, Command, Dependency, JobSpec, NewWatch, Pipeline, Plane, Principal, WatchKey,
+    WatchPatch,
+};
+use reeve::log::SyncMode;
+
+/// Bumped whenever `command` changes what it writes, so a data dir cached from an older mix
+/// is not mistaken for this one.
+pub const MIX_VERSION: u32 = 1;
+
+/// The one project every command of the mix is in.
+pub const PROJECT: &str = "docs";
+
+/// Every watch of the mix fires once a year (the longest interval reeve accepts), so a server
+/// started on a written log — even one cached for months — has nothing due: what it does at
+/// start and under load is the history's cost, not a catch-up of the scheduler.
+const WATCH_INTERVAL_MINUTES: f64 = 525_600.0;
+
+fn submission(command: Command) -> Submission {
+    Submission {
+        principal: Principal::System,
+        plane: Plane::System,
+        request_id: String::new(),
+        idempotency_key: None,
+        command,
+    }
+}
+
+fn pipeline() -> Pipeline {
+    let job = |name: &str, after: Option<&str>| JobSpec {
+        name: name.into(),
+        run: "true".into(),
+        depends_on: after
+            .map(|a| Dependency {
+                job: a.into(),
+                on: vec![Accept::Finished],
+            })
+            .into_iter()
+            .collect(),
+        env: Default::default(),
+        timeout_seconds: None,
+    };
+    Pipeline::Jobs(vec![
+        job("fetch", None),
+        job("render", Some("fetch")),
+        job("publish", Some("render")),
+    ])
+}
+
+/// The `i`th command of the mix.
+fn command(i: u64) -> Command {
+    let watch = |n: u64| WatchKey {
+        id: None,
+        to_uri: Some(format!("viking://res/{n}")),
+        project: Some(PROJECT.into()),
+    };
+    match i % 10 {
+        0..=3 => Command::CreateWatch(NewWatch {
+            project: PROJECT.into(),
+            source: "https://example.com/src".into(),
+            to_uri: format!("viking://res/{i}"),
+            watch_interval: WATCH_INTERVAL_MINUTES,
+            reason: Some("bench".into()),
+            instruction: None,
+            is_active: true,
+        }),
+        4 | 5 => Command::UpdateWatch {
+            key: watch(i - 4),
+            if_match: None,
+            patch: WatchPatch {
+                is_active: Some(i % 20 < 10),
+                ..WatchPatch::default()
+            },
+        },
+        6 => Command::TriggerWatch { key: watch(i - 6) },
+        7 => Command::TriggerBuild {
+            project: PROJECT.into(),
+            pipeline: Some(pipeline()),
+            env: Default::default(),
+        },
+        // A refusal: the interval is checked by the core and the refusal is a commit too.
+        8 => Command::CreateWatch(NewWatch {
+            project: PROJECT.into(),
+            source: "https://example.com/src".into(),
+            to_uri: format!("viking://res/bad/{i}"),
+            watch_interval: 0.0,
+            reason: None,
+            instruction: None,
+            is_active: true,
+        }),
+        _ => Command::DeleteWatch {
+            key: watch(i - 9),
+            if_match: None,
+        },
+    }
+}
+
+/// Writes `total` commits (the project, then the mix) into the empty data dir `dir` and
+/// closes it. Returns the seconds it took.
+pub fn write(dir: &Path, total: u64) -> f64 {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let started = Instant::now();
+    rt.block_on(async {
+        let control = Arc::new(
+            Control::open(
+                dir,
+                Options {
+                    sync: SyncMode::Interval,
+                    ..Options::default()
+                },
+            )
+            .expect("open"),
+        );
+        control
+            .submit(submission(Command::CreateProject {
+                id: PROJECT.into(),
+                name: None,
+            }))
+            .await
+            .expect("project");
+        let submitters = 64;
+        let mut tasks = Vec::new();
+        for s in 0..submitters {
+            let control = control.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut i = s;
+                while i < total - 1 {
+                    control
+                        .submit(submission(command(i)))
+                        .await
+                        .expect("submit");
+                    i += submitters;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("submitter");
+        }
+        control.close().await;
+    });
+    started.elapsed().as_secs_f64()
+}
