@@ -13,7 +13,8 @@
 //! - [`api`]: the REST surface (`/api/v1`), problem+json errors, the OpenAPI document.
 //! - [`mcp`]: the MCP endpoint (`/mcp`): the same commands and projections as tools for agents.
 //! - [`runner`]: runs claimed jobs as process groups; `reeve runner` and the embedded runners.
-//! - [`server`]: configuration, bootstrap (the first admin token), serve, graceful shutdown.
+//! - [`server`]: configuration, bootstrap (the first admin token), serve, the timers (lease
+//!   expiry, job log retention), graceful shutdown.
 //! - [`cli`]: the `reeve` command line: `serve`, `runner`, and the client commands (`watch`,
 //!   `project`, `build`, `job`, `token`) that drive a server over REST.
 //!

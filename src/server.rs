@@ -5,6 +5,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 use crate::api::{self, AppState};
 use crate::auth;
 use crate::control::{Control, ControlError, Options, Submission};
-use crate::domain::{Command, Plane, Principal, Rules, TokenKind};
+use crate::domain::{Command, Millis, Plane, Principal, Reply, Rules, TokenKind};
 use crate::limits::{Limits, RateLimits};
 use crate::log::SyncMode;
 
@@ -46,7 +47,20 @@ pub struct ServerConfig {
     pub trigger_per_min: u32,
     pub read_per_min: u32,
     pub mcp: crate::mcp::McpConfig,
+    /// How long a job's output is kept after the job ended (`--job-log-retention-days`);
+    /// `None` keeps it forever.
+    pub job_log_retention: Option<Duration>,
+    /// How often the job log retention pass runs (a day; tests shorten it). The first pass
+    /// comes [`FIRST_PRUNE_AFTER`] after start, or sooner when this is shorter.
+    pub job_log_prune_every: Duration,
 }
+
+/// The `--job-log-retention-days` default.
+pub const DEFAULT_JOB_LOG_RETENTION_DAYS: u64 = 90;
+/// How often job log retention runs unless told otherwise.
+pub const JOB_LOG_PRUNE_EVERY: Duration = Duration::from_secs(24 * 60 * 60);
+/// The first retention pass waits this long after start, so it does not compete with it.
+pub const FIRST_PRUNE_AFTER: Duration = Duration::from_secs(10);
 
 impl ServerConfig {
     pub fn limits(&self) -> Limits {
@@ -82,6 +96,10 @@ impl ServerConfig {
             trigger_per_min: Limits::default().trigger_per_min,
             read_per_min: Limits::default().read_per_min,
             mcp: crate::mcp::McpConfig::default(),
+            job_log_retention: Some(Duration::from_secs(
+                DEFAULT_JOB_LOG_RETENTION_DAYS * 24 * 60 * 60,
+            )),
+            job_log_prune_every: JOB_LOG_PRUNE_EVERY,
         }
     }
 }
@@ -117,6 +135,7 @@ pub struct RunningServer {
     serving: JoinHandle<std::io::Result<()>>,
     timers: JoinHandle<()>,
     scheduler: JoinHandle<()>,
+    log_retention: JoinHandle<()>,
     runners: Option<JoinHandle<Result<(), crate::runner::RunnerError>>>,
 }
 
@@ -200,6 +219,12 @@ impl Server {
             stop.subscribe(),
             cfg.watch_failure_limit,
         ));
+        let log_retention = tokio::spawn(log_retention(
+            control.clone(),
+            stop.subscribe(),
+            cfg.job_log_retention,
+            cfg.job_log_prune_every,
+        ));
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), sync = ?cfg.sync, "reeve is serving");
         Ok(RunningServer {
             addr,
@@ -210,6 +235,7 @@ impl Server {
             serving,
             timers,
             scheduler,
+            log_retention,
             runners,
         })
     }
@@ -240,6 +266,7 @@ impl RunningServer {
         let _ = self.stop.send(true);
         let _ = self.timers.await;
         let _ = self.scheduler.await;
+        let _ = self.log_retention.await;
         if let Some(runners) = self.runners {
             let _ = runners.await;
         }
@@ -361,6 +388,142 @@ async fn scheduler(control: Arc<Control>, mut stop: watch::Receiver<bool>, failu
             _ = changes.changed() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// Job log retention. On start it finishes deletions a crash may have cut short; then, first
+/// shortly after start and then every `every`, it submits `PruneJobLogs` (plane system) with
+/// the cut-off `now - retention` while the projection shows a job whose output is due, and
+/// deletes the output of the jobs each commit names once that commit is durable. Which jobs
+/// qualify is `decide`'s rule; with none due, nothing is submitted and the log does not grow.
+async fn log_retention(
+    control: Arc<Control>,
+    mut stop: watch::Receiver<bool>,
+    retention: Option<Duration>,
+    every: Duration,
+) {
+    // Deletions a crash interrupted are finished even when retention is now off: the
+    // projection says those logs are gone, so their chunks must go too.
+    let mut unswept = !sweep_pruned_logs(&control).await;
+    let Some(retention) = retention else {
+        return;
+    };
+    let retention = Millis::try_from(retention.as_millis()).unwrap_or(Millis::MAX);
+    let mut wait = every.min(FIRST_PRUNE_AFTER);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = every;
+        if unswept {
+            unswept = !sweep_pruned_logs(&control).await;
+        }
+        if !prune_pass(&control, retention, &stop).await {
+            unswept = true;
+        }
+    }
+}
+
+/// Prunes until nothing is due (or reeve stops), one bounded commit at a time. `false` when
+/// some output could not be deleted (the next pass sweeps again).
+async fn prune_pass(
+    control: &Arc<Control>,
+    retention: Millis,
+    stop: &watch::Receiver<bool>,
+) -> bool {
+    loop {
+        if *stop.borrow() {
+            return true;
+        }
+        let before = api::now_ms().saturating_sub(retention);
+        if control.state().prunable_logs(before).next().is_none() {
+            return true;
+        }
+        let submitted = control
+            .submit(Submission {
+                principal: Principal::System,
+                plane: Plane::System,
+                request_id: Uuid::now_v7().to_string(),
+                idempotency_key: None,
+                command: Command::PruneJobLogs { before },
+            })
+            .await;
+        let (jobs, at) = match submitted.map(|s| s.result) {
+            Ok(Ok(Reply::LogsPruned { jobs, at })) if !jobs.is_empty() => (jobs, at),
+            Ok(Ok(_)) => return true,
+            Ok(Err(r)) => {
+                tracing::warn!(code = %r.code, reason = %r.reason, "job log retention was refused");
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "job log retention could not submit");
+                return true;
+            }
+        };
+        if !delete_logs(control, jobs, at).await {
+            return false;
+        }
+    }
+}
+
+/// Deletes the chunks of jobs a durable prune commit (at `at`) named. `false` on failure.
+async fn delete_logs(control: &Arc<Control>, jobs: Vec<Uuid>, at: Millis) -> bool {
+    let c = control.clone();
+    let n = jobs.len();
+    let deleted = tokio::task::spawn_blocking(move || c.store().prune_logs(&jobs, at)).await;
+    match deleted {
+        Ok(Ok(chunks)) => {
+            tracing::info!(
+                jobs = n,
+                chunks,
+                "job log retention deleted the output of jobs that ended before its cut-off"
+            );
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, jobs = n, "job log retention could not delete output; the next pass tries again");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "job log retention's deletion failed");
+            false
+        }
+    }
+}
+
+/// Deletes what is left of the output of jobs pruned at or after the last prune known to be
+/// swept: the chunks of a prune whose commit was durable but whose deletion a crash cut
+/// short. Usually that is the last prune only, whose jobs are deleted again (cheap: a prefix
+/// seek each). `false` when something could not be deleted.
+async fn sweep_pruned_logs(control: &Arc<Control>) -> bool {
+    let from = match control.store().logs_swept_through() {
+        Ok(at) => at,
+        Err(e) => {
+            tracing::error!(error = %e, "job log retention could not read how far it got");
+            return false;
+        }
+    };
+    let (jobs, through) = {
+        let state = control.state();
+        let pruned: Vec<(Millis, Uuid)> = state
+            .jobs
+            .values()
+            .filter_map(|j| {
+                j.log_pruned_at
+                    .filter(|at| *at >= from)
+                    .map(|at| (at, j.id))
+            })
+            .collect();
+        let through = pruned.iter().map(|(at, _)| *at).max();
+        (
+            pruned.into_iter().map(|(_, id)| id).collect::<Vec<_>>(),
+            through,
+        )
+    };
+    match through {
+        Some(at) => delete_logs(control, jobs, at).await,
+        None => true,
     }
 }
 

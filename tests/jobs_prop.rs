@@ -1,7 +1,8 @@
 //! Random job graphs driven by random claims, finishes, restarts, reruns and aborts. After
 //! every step: names are unique among a build's live jobs, nothing is superseded twice,
 //! nothing superseded or killed is ever claimed, and each build's state matches its
-//! definition. At the end, the state replayed from disk equals the live state.
+//! definition; job log retention marks only jobs that ran and ended, and never offers one
+//! twice. At the end, the state replayed from disk equals the live state.
 
 use std::collections::{HashMap, HashSet};
 
@@ -23,6 +24,7 @@ enum Step {
     AbortBuild(usize),
     RestartBuild(usize),
     Trigger,
+    Prune,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -35,6 +37,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<usize>().prop_map(Step::AbortBuild),
         1 => any::<usize>().prop_map(Step::RestartBuild),
         1 => Just(Step::Trigger),
+        1 => Just(Step::Prune),
     ]
 }
 
@@ -139,6 +142,17 @@ fn check_invariants(
             expected_build_state(state, build.id)
         );
     }
+    for j in state.jobs.values().filter(|j| j.log_pruned_at.is_some()) {
+        prop_assert!(j.state.is_done() && j.lease.is_some(), "pruned {:?}", j);
+    }
+    for id in state.prunable_logs(i64::MAX) {
+        let j = &state.jobs[&id];
+        prop_assert!(
+            j.state.is_done() && j.lease.is_some() && j.log_pruned_at.is_none(),
+            "offered for pruning: {:?}",
+            j
+        );
+    }
     Ok(())
 }
 
@@ -193,6 +207,13 @@ proptest! {
                     Step::AbortBuild(i) => Command::AbortBuild { project: "p".into(), build: builds[i % builds.len()], if_match: None },
                     Step::RestartBuild(i) => Command::RestartBuild { project: "p".into(), build: builds[i % builds.len()], if_match: None },
                     Step::Trigger => trigger.clone(),
+                    // Now: the writer stamps the commit no earlier (a clock that stepped
+                    // back makes it a refusal, which is fine here too).
+                    Step::Prune => Command::PruneJobLogs {
+                        before: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64),
+                    },
                 };
                 let submitted = control.submit(sys(command)).await.unwrap();
                 if let Ok(Reply::Claimed { job, lease_id, .. }) = &submitted.result {

@@ -60,4 +60,12 @@ async fn every_documented_operation_exists_and_documents_its_errors() {
             .is_some(),
         "the export documents its content type"
     );
+    let gone = &paths["/api/v1/projects/{project}/jobs/{job}/log"]["get"]["responses"]["410"];
+    assert!(
+        gone["content"].get("application/problem+json").is_some()
+            && gone["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("log_pruned")),
+        "a job's log documents 410 log_pruned: {gone}"
+    );
 }

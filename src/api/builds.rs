@@ -98,6 +98,9 @@ pub struct JobView {
     pub exit_code: Option<i32>,
     pub message: Option<String>,
     pub version: u64,
+    /// When job log retention deleted the job's output (its log then answers 410
+    /// `log_pruned`); null while the output is kept.
+    pub log_pruned_at: Option<String>,
 }
 
 impl From<&Job> for JobView {
@@ -127,6 +130,7 @@ impl From<&Job> for JobView {
             exit_code: j.exit_code,
             message: j.message.clone(),
             version: j.version,
+            log_pruned_at: j.log_pruned_at.map(rfc3339),
         }
     }
 }
@@ -687,6 +691,7 @@ fn tail(text: &[u8], n: usize) -> &[u8] {
         (status = 400, description = "invalid_job_id, invalid_query", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "project_not_found, job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 410, description = "log_pruned: job log retention deleted the job's output (the job and its audit trail remain)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn job_log(
@@ -698,7 +703,7 @@ pub async fn job_log(
     let Query(q) = q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
     let id = read(&app, &headers, |state, caller| {
         let id = parse_id(&raw, "job")?;
-        state.visible_job(caller, &project, id)?;
+        crate::domain::log_readable(state.visible_job(caller, &project, id)?)?;
         Ok(id)
     })?;
     let unreadable =

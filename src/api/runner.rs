@@ -265,6 +265,7 @@ pub struct LogAppended {
         (status = 403, description = "runner_token_required", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "stale_lease", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 410, description = "log_pruned", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn append_log(
@@ -285,7 +286,8 @@ pub async fn append_log(
         let principal = authenticate(&state, &headers)?;
         let caller = state.caller(principal, now_ms())?;
         state.admit(&caller, Plane::Runner)?;
-        crate::domain::leased(&state, &caller, job, q.lease_id)?;
+        // A pruned log never grows back (an aborted job's runner may still be writing).
+        crate::domain::log_readable(crate::domain::leased(&state, &caller, job, q.lease_id)?)?;
     }
     let length = app
         .control

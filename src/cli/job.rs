@@ -31,7 +31,8 @@ struct Target {
 enum JobCommand {
     /// Show one job.
     Show(Target),
-    /// Print a job's output (the server's log, as text; --json does not apply).
+    /// Print a job's output (the server's log, as text; --json does not apply). Output that
+    /// job log retention deleted is refused with code log_pruned (exit 1).
     Log {
         #[command(flatten)]
         target: Target,
@@ -198,6 +199,12 @@ fn detail(j: &Value, color: bool) -> String {
     }
     if !j["superseded_by"].is_null() {
         f.add("superseded by", text(&j["superseded_by"]));
+    }
+    if !j["log_pruned_at"].is_null() {
+        f.add(
+            "log",
+            format!("deleted {} by job log retention", when(&j["log_pruned_at"])),
+        );
     }
     f.render(color)
 }

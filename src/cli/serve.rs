@@ -4,6 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -73,6 +74,29 @@ pub struct ServeArgs {
     /// An Origin accepted on /mcp besides loopback (`https://agent.example.com`); repeatable.
     #[arg(long = "mcp-allowed-origin", value_name = "ORIGIN")]
     mcp_allowed_origins: Vec<String>,
+    /// Days a job's output is kept after the job ended; 0 means never prune. Once a day the
+    /// output of older jobs is deleted (its log then answers 410 log_pruned); the job's
+    /// record and its audit trail stay.
+    #[arg(long, env = "REEVE_JOB_LOG_RETENTION_DAYS", value_name = "DAYS",
+        default_value_t = crate::server::DEFAULT_JOB_LOG_RETENTION_DAYS,
+        value_parser = retention_days)]
+    job_log_retention_days: u64,
+}
+
+/// The most `--job-log-retention-days` accepts: a hundred years.
+const MAX_RETENTION_DAYS: u64 = 36_500;
+
+fn retention_days(raw: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "give a whole number of days from 1 to {MAX_RETENTION_DAYS}, or 0 to never prune job logs (got {raw:?})"
+        )
+    };
+    let days: u64 = raw.trim().parse().map_err(|_| bad())?;
+    if days > MAX_RETENTION_DAYS {
+        return Err(bad());
+    }
+    Ok(days)
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -127,6 +151,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
             allowed_hosts: args.mcp_allowed_hosts,
             allowed_origins: args.mcp_allowed_origins,
         },
+        job_log_retention: (args.job_log_retention_days > 0)
+            .then(|| Duration::from_secs(args.job_log_retention_days * 24 * 60 * 60)),
+        job_log_prune_every: crate::server::JOB_LOG_PRUNE_EVERY,
     };
     let server = match Server::start(cfg).await {
         Ok(s) => s,

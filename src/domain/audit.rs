@@ -133,6 +133,22 @@ impl AuditEntry {
             (Command::FireWatch { id } | Command::PauseFailingWatch { id }, _) => {
                 (Some(format!("watch:{id}")), watch_project(id))
             }
+            // A prune names every job in its event; the entry names the job when there is
+            // one, and the project when all of them are in the same one.
+            (Command::PruneJobLogs { .. }, Some(Event::JobLogsPruned { jobs, .. })) => {
+                let mut projects = jobs.iter().map(job_project);
+                let first = projects.next().flatten();
+                let project = if projects.all(|p| p == first) {
+                    first
+                } else {
+                    None
+                };
+                match jobs.as_slice() {
+                    [one] => (Some(format!("job:{one}")), project),
+                    _ => (None, project),
+                }
+            }
+            (Command::PruneJobLogs { .. }, _) => (None, None),
         };
         AuditEntry {
             seq: c.seq,

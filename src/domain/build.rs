@@ -138,6 +138,10 @@ pub struct Job {
     /// Position in the global queue: claims go oldest first.
     pub order: u64,
     pub version: u64,
+    /// When job log retention deleted this job's output (the prune commit's time). The job
+    /// itself stays; only its output is gone. Not part of `version`: pruning changes nothing
+    /// a restart, rerun or abort depends on, so it never invalidates a client's `If-Match`.
+    pub log_pruned_at: Option<Millis>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -213,6 +217,39 @@ fn job_not_found(id: Uuid) -> Rejection {
         "job_not_found",
         format!("no job {id} in this project; GET .../builds/{{build}} lists a build's jobs"),
     )
+}
+
+/// The most jobs one prune commit names. A UUID is 17 bytes in the log (a length byte and
+/// 16 bytes), so the event stays near 4 KiB (DESIGN rule 7); a backlog takes several commits.
+pub const MAX_LOGS_PRUNED: usize = 256;
+
+/// Why a job's log cannot be read: job log retention deleted it. 410, since the output
+/// existed and is gone for good; the job's record and its audit trail remain.
+pub fn log_readable(job: &Job) -> Result<(), Rejection> {
+    let Some(pruned_at) = job.log_pruned_at else {
+        return Ok(());
+    };
+    let ended = job
+        .finished_at
+        .map_or_else(|| "earlier".to_string(), |at| format!("at {}", time(at)));
+    Err(Rejection::new(
+        410,
+        "log_pruned",
+        format!(
+            "the output of job {} was deleted at {} by this server's job log retention (the job ended {ended}, longer ago than the retention period); the job's record and its audit trail remain; GET .../jobs/{} shows its state, exit code and message",
+            job.id,
+            time(pruned_at),
+            job.id
+        ),
+    ))
+}
+
+/// A commit time as RFC 3339 (UTC, milliseconds), as the API writes times.
+fn time(ms: Millis) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(ts) => format!("{ts:.3}"),
+        Err(_) => format!("{ms} ms after the epoch"),
+    }
 }
 
 fn project_not_found(project: &str) -> Rejection {
@@ -311,6 +348,15 @@ impl State {
     ) -> impl Iterator<Item = &'a Job> {
         self.expired_leases(at)
             .filter(move |j| renewals.get(&j.id).is_none_or(|until| *until <= at))
+    }
+
+    /// Jobs whose output job log retention may delete for the cut-off `before`: they ran on a
+    /// runner (only a lease holder writes output), ended before `before`, and still have
+    /// their log. Oldest end first.
+    pub fn prunable_logs(&self, before: Millis) -> impl Iterator<Item = Uuid> + '_ {
+        self.log_expiry
+            .range(..(before, Uuid::nil()))
+            .map(|(_, id)| *id)
     }
 
     /// The earliest lease expiry among running jobs.
@@ -917,6 +963,33 @@ pub(super) fn expire_leases(state: &State, ctx: &Ctx) -> Result<Vec<Event>, Reje
         .map(|j| (j.id, JobState::Error, None, Some("runner lost".to_string())))
         .collect();
     Ok(end_jobs(state, lost))
+}
+
+/// Job log retention: the jobs whose output ended before the cut-off `before` (at most
+/// [`MAX_LOGS_PRUNED`], oldest first) are marked pruned; the server deletes their output once
+/// the commit is durable. Nothing qualifies: no event (the server checks the projection
+/// first, so it does not ask).
+pub(super) fn prune_logs(
+    state: &State,
+    ctx: &Ctx,
+    before: Millis,
+) -> Result<Vec<Event>, Rejection> {
+    if before > ctx.at {
+        return Err(Rejection::new(
+            422,
+            "invalid_cutoff",
+            format!(
+                "the cut-off {} is after the commit time {}: only output of jobs that already ended can be pruned",
+                time(before),
+                time(ctx.at)
+            ),
+        ));
+    }
+    let jobs: Vec<Uuid> = state.prunable_logs(before).take(MAX_LOGS_PRUNED).collect();
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Event::JobLogsPruned { before, jobs }])
 }
 
 /// Create Jobs of a generated pipeline reports what its command printed: valid, its jobs join

@@ -11,8 +11,9 @@
 //!   (fixed below, never reordered) followed by its fields;
 //! - a sequence or map is its length (`u64`) then its items; maps are walked in key order
 //!   (`BTreeMap`s already are; the `HashMap` of jobs is sorted by id first);
-//! - the stream opens with the label `reeve-state-digest-v1`, then `head_seq`, `head_hash`, then
-//!   the sections projects, tokens, watches, builds, jobs, each introduced by its name.
+//! - the stream opens with the label `reeve-state-digest-v2` (v2 added a job's `log_pruned_at`),
+//!   then `head_seq`, `head_hash`, then the sections projects, tokens, watches, builds, jobs,
+//!   each introduced by its name.
 //!
 //! Every field of every projected struct is written, including the ones the API does not show
 //! (`Watch::fires`, `Job::order`, a token's secret hash, lease ids): they decide future answers,
@@ -29,8 +30,9 @@
 //!   client reads; its content is a function of the last day of commits (covered by
 //!   `head_hash`) and of the projections hashed here at the time.
 //! - **the indexes** (tokens by secret hash, watches by URI, builds by number, children, the
-//!   claim queue, leases, the schedule, struggling watches, the job counter): each is derived
-//!   from fields hashed here by the same fold, and holds nothing of its own.
+//!   claim queue, leases, the schedule, struggling watches, the jobs whose output retention
+//!   may prune, the job counter): each is derived from fields hashed here by the same fold,
+//!   and holds nothing of its own.
 
 use std::collections::BTreeMap;
 
@@ -46,7 +48,7 @@ use crate::log::Hash;
 
 /// The name of the digest's algorithm, as the API reports it.
 pub const DIGEST_ALGORITHM: &str = "sha256";
-const LABEL: &str = "reeve-state-digest-v1";
+const LABEL: &str = "reeve-state-digest-v2";
 
 impl State {
     /// A SHA-256 over the readable projections and the head of the chain; see the module docs
@@ -437,6 +439,7 @@ impl Canon {
             lease,
             order,
             version,
+            log_pruned_at,
         } = j;
         self.uuid(id);
         self.uuid(build_id);
@@ -470,6 +473,7 @@ impl Canon {
         });
         self.u64(*order);
         self.u64(*version);
+        self.opt_millis(*log_pruned_at);
     }
 }
 
@@ -617,6 +621,12 @@ mod tests {
             j.env.insert("K".into(), "V".into());
         }
         changed.push(("job env", s.digest()));
+
+        let mut s = base.clone();
+        if let Some(j) = s.jobs.values_mut().next() {
+            j.log_pruned_at = Some(1);
+        }
+        changed.push(("job log pruned", s.digest()));
 
         let mut with_token = base.clone();
         with_token.tokens.insert(

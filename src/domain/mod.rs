@@ -19,7 +19,8 @@ mod watch;
 
 pub use audit::AuditEntry;
 pub use build::{
-    Build, Cloned, Job, JobDep, JobState, Lease, NewJob, Relink, Trigger, derived_state, leased,
+    Build, Cloned, Job, JobDep, JobState, Lease, MAX_LOGS_PRUNED, NewJob, Relink, Trigger,
+    derived_state, leased, log_readable,
 };
 pub use digest::DIGEST_ALGORITHM;
 pub use pipeline::{Accept, Dependency, JobSpec, Pipeline};
@@ -301,6 +302,12 @@ pub enum Command {
         target: Option<String>,
         refusal: Option<Refusal>,
     },
+    /// Job log retention: deletes the output of jobs that ended before `before` (a Unix time
+    /// in ms, the server's clock minus the retention period). reeve submits it to itself;
+    /// `decide` picks the jobs, at most [`MAX_LOGS_PRUNED`] per commit.
+    PruneJobLogs {
+        before: Millis,
+    },
 }
 
 /// A refusal decided outside the core (a read's, or a call's that could not be parsed), kept
@@ -342,6 +349,7 @@ impl Command {
             Command::PauseFailingWatch { .. } => "pause_failing_watch",
             Command::Coalesced { op, .. } => op,
             Command::McpWrite { tool, .. } | Command::McpCall { tool, .. } => tool,
+            Command::PruneJobLogs { .. } => "prune_job_logs",
         }
     }
 
@@ -483,6 +491,12 @@ pub enum Event {
         id: Uuid,
         pipeline: Option<Pipeline>,
     },
+    /// Job log retention deleted these jobs' output: they ended before `before`. Their
+    /// records stay; reading their log answers 410 from now on.
+    JobLogsPruned {
+        before: Millis,
+        jobs: Vec<Uuid>,
+    },
 }
 
 /// Why a command was refused: an HTTP status, a stable code, and a reason that says what to
@@ -561,6 +575,12 @@ pub enum Reply {
     Heartbeat {
         abort: bool,
         lease_expires_at: Millis,
+    },
+    /// The jobs whose output a prune commit (at `at`) deleted from the projection's view;
+    /// the server then deletes their chunks.
+    LogsPruned {
+        jobs: Vec<Uuid>,
+        at: Millis,
     },
     Nothing,
 }
@@ -701,6 +721,7 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rej
             Some(r) => Err(Rejection::new(r.status, &r.code, r.reason.clone())),
             None => Ok(Vec::new()),
         },
+        Command::PruneJobLogs { before } => build::prune_logs(state, ctx, *before),
     }
 }
 

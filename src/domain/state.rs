@@ -43,6 +43,9 @@ pub struct State {
     pub(super) queue: BTreeMap<u64, Uuid>,
     /// Running jobs by lease expiry.
     pub(super) leases: BTreeSet<(Millis, Uuid)>,
+    /// Jobs that ran and ended and still have their output, by end time: what job log
+    /// retention may prune.
+    pub(super) log_expiry: BTreeSet<(Millis, Uuid)>,
     /// Active watches by next run.
     schedule: BTreeSet<(Millis, Uuid)>,
     /// Watches whose last builds failed (consecutive_failures > 0).
@@ -69,6 +72,7 @@ impl Default for State {
             children: HashMap::new(),
             queue: BTreeMap::new(),
             leases: BTreeSet::new(),
+            log_expiry: BTreeSet::new(),
             schedule: BTreeSet::new(),
             struggling: BTreeSet::new(),
             job_order: 0,
@@ -111,7 +115,7 @@ impl State {
     /// it). Bump it whenever any of them changes shape: a snapshot of another layout is
     /// skipped and the log folded instead. `tests/fixture_log.rs` fails until it is bumped and
     /// `tests/fixtures/data-v1-builds.snap` rewritten.
-    pub const SNAPSHOT_LAYOUT: u32 = 1;
+    pub const SNAPSHOT_LAYOUT: u32 = 2;
 
     /// The token whose secret hashes to `hash`, if any (active or not).
     pub fn token_by_secret_hash(&self, hash: &Hash) -> Option<&Token> {
@@ -194,7 +198,8 @@ impl State {
             match cmd {
                 Command::ExpireLeases
                 | Command::FireWatch { .. }
-                | Command::PauseFailingWatch { .. } => {
+                | Command::PauseFailingWatch { .. }
+                | Command::PruneJobLogs { .. } => {
                     return Err(Rejection::new(
                         403,
                         "system_only",
@@ -665,6 +670,16 @@ impl State {
                 exit_code,
                 message,
             } => self.end_job(at, *id, *state, *exit_code, message.clone()),
+            Event::JobLogsPruned { jobs, .. } => {
+                for id in jobs {
+                    if let Some(j) = self.jobs.get_mut(id) {
+                        if let Some(ended) = j.finished_at {
+                            self.log_expiry.remove(&(ended, *id));
+                        }
+                        j.log_pruned_at.get_or_insert(at);
+                    }
+                }
+            }
         }
     }
 
@@ -770,6 +785,7 @@ impl State {
                 lease: None,
                 order: self.job_order,
                 version: 1,
+                log_pruned_at: None,
             },
         );
         if let Some(b) = self.builds.get_mut(&build_id) {
@@ -792,6 +808,13 @@ impl State {
         self.queue.remove(&j.order);
         if let Some(lease) = &j.lease {
             self.leases.remove(&(lease.expires_at, id));
+        }
+        if let Some(ended) = j.finished_at {
+            self.log_expiry.remove(&(ended, id));
+        }
+        // Only a job a runner held can have output for retention to prune.
+        if state.is_done() && j.lease.is_some() && j.log_pruned_at.is_none() {
+            self.log_expiry.insert((at, id));
         }
         j.state = state;
         j.finished_at = Some(at);
@@ -897,6 +920,17 @@ impl State {
                 self.jobs.get(job).map(|j| Reply::Job(Box::new(j.clone())))
             }
             Command::UpdateProject { id, .. } => self.projects.get(id).cloned().map(Reply::Project),
+            Command::PruneJobLogs { .. } => Some(Reply::LogsPruned {
+                jobs: events
+                    .iter()
+                    .flat_map(|e| match e {
+                        Event::JobLogsPruned { jobs, .. } => jobs.as_slice(),
+                        _ => &[],
+                    })
+                    .copied()
+                    .collect(),
+                at: c.body.at,
+            }),
             Command::CreateWatchWithPipeline { .. } | Command::UpdateWatchWithPipeline { .. } => {
                 events.iter().find_map(|e| match e {
                     Event::WatchCreated { id, .. }

@@ -135,6 +135,11 @@ impl std::fmt::Display for Note {
 
 const COMMITS_TREE: &str = "commits";
 const LOGS_TREE: &str = "logs";
+/// In the `logs` tree beside the chunks: the commit time of the newest prune whose chunks are
+/// known deleted (8 bytes, BE). Chunk keys are 24 bytes (`job id ‖ offset`), so this 5-byte
+/// key never falls under a job's prefix; it lives in the same tree so that one atomic batch
+/// deletes chunks and moves it.
+const LOGS_SWEPT_KEY: &[u8] = b"swept";
 /// Set in sled's default tree once the data dir has a write-ahead log, so that a WAL that
 /// disappears is noticed instead of taken for a data dir that never had one.
 const WAL_MARKER: &[u8] = b"reeve/wal";
@@ -847,6 +852,43 @@ impl Store {
             out.extend_from_slice(&value[skip..]);
         }
         Ok(out)
+    }
+
+    /// Deletes every chunk of these jobs' output (job log retention) and records, in the same
+    /// atomic batch, that prunes up to commit time `swept_through` are done (see
+    /// [`Store::logs_swept_through`]; it never moves back). Returns how many chunks went.
+    pub fn prune_logs(
+        &self,
+        jobs: &[uuid::Uuid],
+        swept_through: crate::domain::Millis,
+    ) -> Result<usize, LogError> {
+        // No append may slip in between listing a job's chunks and deleting them.
+        let _one_writer = self.log_append.lock();
+        let mut batch = sled::Batch::default();
+        let mut chunks = 0;
+        for job in jobs {
+            for key in self.logs.scan_prefix(job.as_bytes()).keys() {
+                batch.remove(key.map_err(|e| self.sled_err(e))?);
+                chunks += 1;
+            }
+        }
+        let through = swept_through.max(self.logs_swept_through()?);
+        batch.insert(LOGS_SWEPT_KEY, &through.to_be_bytes());
+        self.logs.apply_batch(batch).map_err(|e| self.sled_err(e))?;
+        Ok(chunks)
+    }
+
+    /// The commit time of the newest prune whose chunks [`Store::prune_logs`] deleted (0 when
+    /// none was). A prune committed at or after it may have chunks left (a crash came between
+    /// the commit and the deletion), so the server deletes those again on start.
+    pub fn logs_swept_through(&self) -> Result<crate::domain::Millis, LogError> {
+        let raw = self
+            .logs
+            .get(LOGS_SWEPT_KEY)
+            .map_err(|e| self.sled_err(e))?;
+        Ok(raw
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, i64::from_be_bytes))
     }
 
     /// How many commits are stored (those sled holds and those it has yet to take).

@@ -139,7 +139,9 @@ fn specs() -> Vec<Spec> {
         spec::<GetJobLog, JobLog>(
             "get_job_log",
             "Read a job's log",
-            "The last lines of a job's output (tail_lines, default 100, at most 1000; at most 64 KiB).",
+            "The last lines of a job's output (tail_lines, default 100, at most 1000; at most 64 KiB). \
+             Output of jobs that ended longer ago than the server's job log retention is deleted: \
+             then this is refused with log_pruned.",
             Read,
             false,
             true,
@@ -684,6 +686,9 @@ fn next_step(code: &str) -> Option<&'static str> {
         "project_not_found" => "list_projects shows the projects this token can see",
         "build_not_found" => "list_builds shows a project's builds",
         "job_not_found" => "get_build lists a build's jobs",
+        "log_pruned" => {
+            "the output is gone for good; get_job still shows the job's state, exit code and message"
+        }
         "ambiguous_to_uri" => "pass project to say which watch you mean",
         "watch_exists" | "to_uri_taken" => {
             "get_watch shows the watch that has it; cancel_watch it first to replace it"
@@ -1077,7 +1082,7 @@ impl Tools {
                     let id = parse_id(&a.job, "job", "get_build")?;
                     let j = JobView::from(state.visible_job(caller, &a.project, id)?);
                     let text = format!(
-                        "Job {} ({}) of build {}: {}{}",
+                        "Job {} ({}) of build {}: {}{}{}",
                         j.name,
                         j.id,
                         j.build_id,
@@ -1085,6 +1090,10 @@ impl Tools {
                         j.message
                             .as_deref()
                             .map(|m| format!(" — {m}"))
+                            .unwrap_or_default(),
+                        j.log_pruned_at
+                            .as_deref()
+                            .map(|at| format!(" (output deleted by job log retention at {at})"))
                             .unwrap_or_default()
                     );
                     Ok((json(&j)?, text))
@@ -1108,6 +1117,7 @@ impl Tools {
                         }
                         let id = parse_id(&a.job, "job", "get_build")?;
                         let job = state.visible_job(&caller, &a.project, id)?;
+                        crate::domain::log_readable(job)?;
                         Ok((id, job.state))
                     })
                 };
