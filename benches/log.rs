@@ -212,7 +212,9 @@ fn wal(c: &mut Criterion) {
             let (c, record) = reeve::log::Commit::seal(seq, prev, body.clone()).expect("seal");
             prev = c.hash;
             len = record.len();
-            store.append(vec![(seq, record)]).expect("append");
+            store
+                .append(vec![(seq, record)], Vec::new())
+                .expect("append");
         })
     });
     drop(store);

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::domain::{
-    self, Command, Ctx, Event, Millis, Plane, Principal, Rejection, Reply, Rules, State,
+    self, AuditEntry, Command, Ctx, Event, Millis, Plane, Principal, Rejection, Reply, Rules, State,
 };
 use crate::log::{
     Commit, CommitBody, LogError, Meta, Outcome, Store, SyncMode, Verifier, snapshot,
@@ -74,6 +74,8 @@ const DEFAULT_SNAPSHOT_COMMITS: u64 = 50_000;
 const DEFAULT_SNAPSHOT_SECS: u64 = 300;
 /// Snapshots kept: the newest, and one to fall back on if the newest turns out damaged.
 const SNAPSHOTS_KEPT: usize = 2;
+/// How long a snapshot waits for sled's checkpoint (every 500 ms) to cover it.
+const SNAPSHOT_DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 enum Msg {
     Submit(Box<Submission>, ReplyTo),
@@ -128,6 +130,7 @@ impl Snapshots {
 /// write lock); encoding and writing happen on this thread, off every lock.
 fn snapshot_loop(
     dir: PathBuf,
+    store: Arc<Store>,
     shared: Arc<RwLock<State>>,
     every_commits: u64,
     every: std::time::Duration,
@@ -147,6 +150,23 @@ fn snapshot_loop(
         let started = std::time::Instant::now();
         let state = shared.read().clone();
         let held = started.elapsed();
+        // Saved only once sled durably holds its commits and their audit entries, so that a
+        // start from it never needs entries from before it.
+        let durable = std::time::Instant::now();
+        while store.durable_seq() < state.head_seq && durable.elapsed() < SNAPSHOT_DURABLE_WAIT {
+            if stop.recv_timeout(std::time::Duration::from_millis(50))
+                != Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            {
+                return;
+            }
+        }
+        if store.durable_seq() < state.head_seq {
+            tracing::warn!(
+                seq = state.head_seq,
+                "snapshot put off: sled has not checkpointed its commits yet"
+            );
+            continue;
+        }
         match save_snapshot(&dir, &state) {
             Ok(bytes) => tracing::info!(
                 seq = state.head_seq,
@@ -195,23 +215,44 @@ fn now_ms() -> Millis {
 /// Rebuilds the state from every commit in the store, verifying the chain on the way. A
 /// record that does not decode or chain is damage, named by its seq.
 pub fn replay(store: &Store) -> Result<State, LogError> {
-    fold_tail(store, State::default())
+    fold_tail(store, State::default(), None)
 }
 
+/// Audit entries written to the index at a time while a fold rebuilds it.
+const INDEX_BATCH: usize = 8192;
+
 /// Folds every commit after `state`'s head into it, checking that they chain from that head.
-fn fold_tail(store: &Store, mut state: State) -> Result<State, LogError> {
+/// With `indexed_through`, the audit entries of the commits after that seq are written to the
+/// audit index on the way (it is behind the log after a crash, or in a data dir written
+/// before the index existed).
+fn fold_tail(
+    store: &Store,
+    mut state: State,
+    indexed_through: Option<u64>,
+) -> Result<State, LogError> {
     let mut verifier = Verifier {
         head_seq: state.head_seq,
         head_hash: state.head_hash,
     };
+    let mut entries = Vec::new();
     for commit in store.scan(state.head_seq + 1) {
         let checked = commit.and_then(|c| verifier.check(&c).map(|()| c));
         match checked {
-            Ok(c) => state.apply(&c),
+            Ok(c) => {
+                let entry = state.apply(&c);
+                if indexed_through.is_some_and(|through| c.seq > through) {
+                    entries.push(entry);
+                    if entries.len() >= INDEX_BATCH {
+                        store.index_audit(&entries)?;
+                        entries.clear();
+                    }
+                }
+            }
             Err(LogError::Corrupt { seq, why }) => return Err(store.damaged_at(seq, why)),
             Err(e) => return Err(e),
         }
     }
+    store.index_audit(&entries)?;
     Ok(state)
 }
 
@@ -232,12 +273,13 @@ pub fn restore(store: &Store, dir: &Path) -> Result<(State, u64), LogError> {
         }
     };
     let last = store.last_seq()?;
+    let indexed = store.audit_indexed_through()?;
     for (_, path) in snapshots {
-        match load_snapshot(store, &path, last) {
+        match load_snapshot(store, &path, last, indexed) {
             Ok(state) => {
                 let seq = state.head_seq;
                 let started = std::time::Instant::now();
-                let state = fold_tail(store, state)?;
+                let state = fold_tail(store, state, Some(indexed))?;
                 tracing::info!(
                     snapshot = %path.display(),
                     seq,
@@ -253,11 +295,18 @@ pub fn restore(store: &Store, dir: &Path) -> Result<(State, u64), LogError> {
             ),
         }
     }
-    Ok((replay(store)?, 0))
+    if indexed < last {
+        tracing::info!(
+            indexed,
+            last,
+            "the audit index is behind the log; it is rebuilt while the log is folded"
+        );
+    }
+    Ok((fold_tail(store, State::default(), Some(indexed))?, 0))
 }
 
 /// A snapshot's state, if it can be trusted as the state at a commit the log holds.
-fn load_snapshot(store: &Store, path: &Path, last: u64) -> Result<State, String> {
+fn load_snapshot(store: &Store, path: &Path, last: u64, indexed: u64) -> Result<State, String> {
     let snap = snapshot::read(path).map_err(|e| e.to_string())?;
     if snap.layout != State::SNAPSHOT_LAYOUT {
         return Err(format!(
@@ -269,6 +318,14 @@ fn load_snapshot(store: &Store, path: &Path, last: u64) -> Result<State, String>
     if snap.seq > last {
         return Err(format!(
             "it was taken at seq {}, but the log ends at {last}",
+            snap.seq
+        ));
+    }
+    if snap.seq > indexed {
+        // The entries between the index's end and the snapshot could only be rebuilt by
+        // folding the commits before the snapshot.
+        return Err(format!(
+            "it was taken at seq {}, but the audit index on disk ends at {indexed}",
             snap.seq
         ));
     }
@@ -329,7 +386,7 @@ impl Control {
             store: store.clone(),
             shared: shared.clone(),
             renewals: renewals.clone(),
-            last_at: state.audit.last().map_or(0, |e| e.at),
+            last_at: state.head_at,
             working: state,
             rules: options.rules,
         };
@@ -350,12 +407,13 @@ impl Control {
             n => n,
         });
         let snapshots = {
-            let (data_dir, shared) = (dir.to_path_buf(), shared.clone());
+            let (data_dir, store, shared) = (dir.to_path_buf(), store.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("reeve-snapshots".into())
                 .spawn(move || {
                     snapshot_loop(
                         data_dir,
+                        store,
                         shared,
                         every_commits,
                         every,
@@ -484,7 +542,15 @@ fn next_message(rx: &mut mpsc::Receiver<Msg>) -> Option<Msg> {
     }
 }
 /// An answer, and the sealed record (seq, bytes, commit) that must be durable before it is sent.
-type Processed = (Answer, Option<(u64, Vec<u8>, Commit)>);
+type Processed = (Answer, Option<Sealed>);
+
+/// A commit ready to be written: its seq, record, decoded form and audit entry.
+struct Sealed {
+    seq: u64,
+    record: Vec<u8>,
+    commit: Commit,
+    entry: AuditEntry,
+}
 
 enum Answer {
     Committed(u64, Result<Reply, Rejection>),
@@ -687,9 +753,17 @@ impl Writer {
         let seq = self.working.head_seq + 1;
         match Commit::seal(seq, self.working.head_hash, body) {
             Ok((commit, record)) => {
-                self.working.apply(&commit);
+                let entry = self.working.apply(&commit);
                 let reply = self.working.reply_for(&commit);
-                (Answer::Committed(seq, reply), Some((seq, record, commit)))
+                (
+                    Answer::Committed(seq, reply),
+                    Some(Sealed {
+                        seq,
+                        record,
+                        commit,
+                        entry,
+                    }),
+                )
             }
             Err(e) => (Answer::Failed(e.into()), None),
         }
@@ -729,18 +803,20 @@ impl Writer {
     fn commit_group(&mut self, pending: Vec<(Processed, ReplyTo)>) {
         let mut records = Vec::new();
         let mut commits = Vec::new();
+        let mut entries = Vec::new();
         let mut answers = Vec::with_capacity(pending.len());
         for ((answer, sealed), reply_to) in pending {
-            if let Some((seq, record, commit)) = sealed {
-                records.push((seq, record));
-                commits.push(commit);
+            if let Some(s) = sealed {
+                records.push((s.seq, s.record));
+                commits.push(s.commit);
+                entries.push(s.entry);
             }
             answers.push((answer, reply_to));
         }
         let written = if records.is_empty() {
             Ok(())
         } else {
-            self.store.append(records)
+            self.store.append(records, entries)
         };
         match written {
             Ok(()) => {
@@ -748,7 +824,8 @@ impl Writer {
                     let head = {
                         let mut shared = self.shared.write();
                         for c in &commits {
-                            shared.apply(c);
+                            // Its audit entry is the working copy's, already on its way to disk.
+                            let _ = shared.apply(c);
                         }
                         shared.head_seq
                     };

@@ -480,11 +480,9 @@ fn log(args: LogArgs) -> Result<(), Fail> {
         if args.until.is_some_and(|t| commit.body.at > t) {
             return Ok(false);
         }
-        state.apply(&commit);
+        let entry = state.apply(&commit);
         progress.tick(seq);
-        let Some(e) = state.audit.last() else {
-            return Ok(true);
-        };
+        let e = &entry;
         let keep = args.since.is_none_or(|t| e.at >= t)
             && args
                 .project

@@ -21,11 +21,12 @@
 //! so adding a field fails to compile here until the digest covers it.
 //!
 //! Left out, on purpose:
-//! - **the audit index** (`State::audit`): one entry per commit whose fields (seq, time, plane,
-//!   principal, op, outcome) are copied from the commit itself, which `head_hash` already covers
-//!   through the chain; only `target`/`project` are derived, and they are derived from the
-//!   projections hashed here. Including it would make the digest cost grow with the length of
-//!   the log rather than the size of the state (a live server computes it under the read lock).
+//! - **the audit index** (returned by `State::apply`, kept on disk): one entry per commit whose
+//!   fields (seq, time, plane, principal, op, outcome) are copied from the commit itself, which
+//!   `head_hash` already covers through the chain; only `target`/`project` are derived, and they
+//!   are derived from the projections hashed here. `head_at` is the head commit's own time.
+//!   Including the index would make the digest cost grow with the length of the log rather than
+//!   the size of the state.
 //! - **the idempotency projection**: a 24-hour retry cache of first answers, not something a
 //!   client reads; its content is a function of the last day of commits (covered by
 //!   `head_hash`) and of the projections hashed here at the time.

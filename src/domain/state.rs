@@ -32,7 +32,8 @@ pub struct State {
     watches_by_uri: HashMap<String, Vec<Uuid>>,
     idempotency: HashMap<(Uuid, String), Remembered>,
     idempotency_expiry: VecDeque<(Millis, Uuid, String)>,
-    pub audit: Vec<AuditEntry>,
+    /// The time of the last commit folded (0 before the first).
+    pub head_at: Millis,
     pub builds: BTreeMap<Uuid, Build>,
     pub jobs: HashMap<Uuid, Job>,
     /// (project, number) → every generation of that build.
@@ -65,7 +66,7 @@ impl Default for State {
             watches_by_uri: HashMap::new(),
             idempotency: HashMap::new(),
             idempotency_expiry: VecDeque::new(),
-            audit: Vec::new(),
+            head_at: 0,
             builds: BTreeMap::new(),
             jobs: HashMap::new(),
             builds_by_number: HashMap::new(),
@@ -115,7 +116,7 @@ impl State {
     /// it). Bump it whenever any of them changes shape: a snapshot of another layout is
     /// skipped and the log folded instead. `tests/fixture_log.rs` fails until it is bumped and
     /// `tests/fixtures/data-v1-builds.snap` rewritten.
-    pub const SNAPSHOT_LAYOUT: u32 = 2;
+    pub const SNAPSHOT_LAYOUT: u32 = 3;
 
     /// The token whose secret hashes to `hash`, if any (active or not).
     pub fn token_by_secret_hash(&self, hash: &Hash) -> Option<&Token> {
@@ -290,7 +291,9 @@ impl State {
     }
 
     /// Folds one commit into the state. The server runs this live; the replay runs it offline.
-    pub fn apply(&mut self, c: &Commit) {
+    /// Folds one commit into the projections and returns its audit entry, which lives on disk
+    /// (sled's audit index), not here: history must not cost memory.
+    pub fn apply(&mut self, c: &Commit) -> AuditEntry {
         let body = &c.body;
         let entry = AuditEntry::of(self, c);
         if body.outcome == Outcome::Accepted {
@@ -322,9 +325,10 @@ impl State {
                 self.idempotency.remove(&(t, key));
             }
         }
-        self.audit.push(entry);
         self.head_seq = c.seq;
         self.head_hash = c.hash;
+        self.head_at = body.at;
+        entry
     }
 
     fn apply_event(&mut self, at: Millis, by: Principal, event: &Event) {

@@ -6,6 +6,7 @@
 //! The hash covers the body bytes exactly as stored, so verifying a record never depends on
 //! re-encoding it: a later version that upcasts old bodies still verifies old records.
 
+pub mod audit_index;
 pub mod frame;
 pub mod snapshot;
 mod store;

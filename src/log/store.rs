@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::audit_index::{self, AuditFilter};
 use super::frame::Checkpoint;
 use super::wal::{DEFAULT_SEGMENT_BYTES, Wal, WalError};
 use super::{Commit, Damage, GENESIS, Hash, LogError, Verifier};
+use crate::domain::AuditEntry;
 
 /// How much durability an acknowledgement promises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -44,6 +46,10 @@ pub struct Store {
     /// thread hands them to sled in batches ([`Store::feed`]), so sled's insert is off the
     /// path every caller waits on; readers look here first.
     unfed: Mutex<Vec<(u64, sled::IVec)>>,
+    /// The audit entries of appended commits that sled's audit index has not taken yet.
+    unfed_audit: Mutex<Vec<AuditEntry>>,
+    /// The audit index: an entry per commit and the keys its filters use (see `audit_index`).
+    audit: sled::Tree,
     /// The last commit handed to sled, which a checkpoint makes durable there.
     fed: Mutex<Checkpoint>,
     /// Set when sled could not take commits that the WAL already holds: from then on nothing
@@ -135,6 +141,7 @@ impl std::fmt::Display for Note {
 
 const COMMITS_TREE: &str = "commits";
 const LOGS_TREE: &str = "logs";
+const AUDIT_TREE: &str = "audit";
 /// In the `logs` tree beside the chunks: the commit time of the newest prune whose chunks are
 /// known deleted (8 bytes, BE). Chunk keys are 24 bytes (`job id ‖ offset`), so this 5-byte
 /// key never falls under a job's prefix; it lives in the same tree so that one atomic batch
@@ -243,6 +250,7 @@ impl Store {
         };
         let commits = db.open_tree(COMMITS_TREE).map_err(sled_err)?;
         let logs = db.open_tree(LOGS_TREE).map_err(sled_err)?;
+        let audit = db.open_tree(AUDIT_TREE).map_err(sled_err)?;
         let data_path = log_dir.join("db");
         let data_file = OpenOptions::new()
             .read(true)
@@ -265,6 +273,8 @@ impl Store {
             sync,
             wal: Mutex::new(None),
             unfed: Mutex::new(Vec::new()),
+            unfed_audit: Mutex::new(Vec::new()),
+            audit,
             fed: Mutex::new(Checkpoint {
                 seq: 0,
                 hash: GENESIS,
@@ -303,7 +313,11 @@ impl Store {
     /// sync mode promises (durable: one `fdatasync`). Nobody may be answered before this
     /// returns; from then on the records are readable here, and [`Store::feed`] hands them to
     /// sled.
-    pub fn append(&self, records: Vec<(u64, Vec<u8>)>) -> Result<(), LogError> {
+    pub fn append(
+        &self,
+        records: Vec<(u64, Vec<u8>)>,
+        entries: Vec<AuditEntry>,
+    ) -> Result<(), LogError> {
         if let Some(why) = self.failed.lock().clone() {
             return Err(LogError::Failed(why));
         }
@@ -318,6 +332,7 @@ impl Store {
             wal.append(&records, self.sync == SyncMode::Durable)
                 .map_err(|e| self.wal_err(e))?;
         }
+        self.unfed_audit.lock().extend(entries);
         let waiting = {
             let mut unfed = self.unfed.lock();
             unfed.extend(
@@ -357,6 +372,18 @@ impl Store {
         }
         // Only now may readers stop finding them here: they are in sled.
         self.unfed.lock().retain(|(seq, _)| *seq > last_seq);
+        let entries: Vec<AuditEntry> = self.unfed_audit.lock().clone();
+        if let Some(last_entry) = entries.last().map(|e| e.seq) {
+            if let Err(e) = self.index_audit(&entries) {
+                let why = format!(
+                    "sled could not take the audit entries of commits the write-ahead log already holds ({e}); restart reeve to rebuild them"
+                );
+                tracing::error!("{why}");
+                *self.failed.lock() = Some(why);
+                return;
+            }
+            self.unfed_audit.lock().retain(|e| e.seq > last_entry);
+        }
         let hash = super::wal::record_head(&last).map_or(GENESIS, |h| h.2);
         *self.fed.lock() = Checkpoint {
             seq: last_seq,
@@ -889,6 +916,58 @@ impl Store {
         Ok(raw
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map_or(0, i64::from_be_bytes))
+    }
+
+    /// Writes audit entries (and their filter keys) to the index in one batch. Writing an
+    /// entry again is harmless: its keys are the same.
+    pub fn index_audit(&self, entries: &[AuditEntry]) -> Result<(), LogError> {
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            audit_index::index(&mut batch, e)?;
+        }
+        self.audit.apply_batch(batch).map_err(|e| self.sled_err(e))
+    }
+
+    /// The highest seq the audit index on disk holds an entry for; every seq before it has
+    /// one too (entries are written in order, and sled recovers a prefix of its writes).
+    pub fn audit_indexed_through(&self) -> Result<u64, LogError> {
+        Ok(audit_index::last_seq(&self.audit)
+            .map_err(|e| self.sled_err(e))?
+            .unwrap_or(0))
+    }
+
+    /// Up to `limit` audit entries after `since` that match `filter`, in seq order: from the
+    /// index on disk, and from entries appended but not yet indexed.
+    pub fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, LogError> {
+        // Taken before sled is read: an entry leaves `unfed_audit` only once the index holds
+        // it, so every entry is found in one place or the other.
+        let unfed: Vec<AuditEntry> = self
+            .unfed_audit
+            .lock()
+            .iter()
+            .filter(|e| e.seq > since && filter.matches(e))
+            .cloned()
+            .collect();
+        let mut page = audit_index::page(&self.audit, filter, since, limit, &|e| self.sled_err(e))?;
+        // Unindexed entries are newer than every indexed one they do not duplicate.
+        let after = page.last().map_or(since, |e| e.seq);
+        page.extend(unfed.into_iter().filter(|e| e.seq > after));
+        page.truncate(limit);
+        Ok(page)
+    }
+
+    /// The highest seq sled durably holds (the WAL's last checkpoint); everything indexed with
+    /// those commits is as durable.
+    pub fn durable_seq(&self) -> u64 {
+        match self.wal.lock().as_ref() {
+            Some(wal) => wal.checkpoint().seq,
+            None => 0,
+        }
     }
 
     /// How many commits are stored (those sled holds and those it has yet to take).
