@@ -1,7 +1,10 @@
 //! The mixed log the large-log benches write, a mix an operator would see: watches created,
 //! paused and resumed, manual triggers, deletions, builds with three-job pipelines and
-//! refusals, all in one project and by the System principal. It is written through
-//! `Control::submit` (interval sync, 64 submitters), so every record is a real, decided commit.
+//! refusals, all in one project and by the System principal. The builds run: a submitter that
+//! triggers one then claims and finishes up to three ready jobs (oldest first, so not always its
+//! own), so the history is mostly of builds that ended, as a real one is. It is written
+//! through `Control::submit` (interval sync, 64 submitters), so every record is a real, decided
+//! commit; writing stops once the log holds `total` commits (a few more land in flight).
 //!
 //! `benches/audit.rs` and `benches/history.rs` include this file with `#[path]`; each uses
 //! a part of it.
@@ -13,14 +16,14 @@ use std::time::Instant;
 
 use reeve::control::{Control, Options, Submission};
 use reeve::domain::{
-    Accept, Command, Dependency, JobSpec, NewWatch, Pipeline, Plane, Principal, WatchKey,
-    WatchPatch,
+    Accept, Caller, Command, Dependency, JobSpec, JobState, NewWatch, Pipeline, Plane, Principal,
+    Reply, WatchKey, WatchPatch,
 };
 use reeve::log::SyncMode;
 
 /// Bumped whenever `command` changes what it writes, so a data dir cached from an older mix
 /// is not mistaken for this one.
-pub const MIX_VERSION: u32 = 1;
+pub const MIX_VERSION: u32 = 2;
 
 /// The one project every command of the mix is in.
 pub const PROJECT: &str = "docs";
@@ -109,6 +112,38 @@ fn command(i: u64) -> Command {
     }
 }
 
+/// Claims and finishes up to `n` ready jobs as a runner would (claim, then finish), when
+/// there are any: an empty claim would be a refusal commit, not work.
+async fn run_ready_jobs(control: &Control, n: usize) {
+    let system = Caller {
+        principal: Principal::System,
+        token: None,
+        at: 0,
+    };
+    for _ in 0..n {
+        if control.state().claimable(&system).is_none() {
+            return;
+        }
+        let claimed = control
+            .submit(submission(Command::ClaimJob { labels: vec![] }))
+            .await
+            .expect("claim");
+        let Ok(Reply::Claimed { job, lease_id, .. }) = claimed.result else {
+            return;
+        };
+        control
+            .submit(submission(Command::FinishJob {
+                job: job.id,
+                lease_id,
+                state: JobState::Finished,
+                exit_code: Some(0),
+                message: None,
+            }))
+            .await
+            .expect("finish");
+    }
+}
+
 /// Writes `total` commits (the project, then the mix) into the empty data dir `dir` and
 /// closes it. Returns the seconds it took.
 pub fn write(dir: &Path, total: u64) -> f64 {
@@ -138,11 +173,13 @@ pub fn write(dir: &Path, total: u64) -> f64 {
             let control = control.clone();
             tasks.push(tokio::spawn(async move {
                 let mut i = s;
-                while i < total - 1 {
-                    control
-                        .submit(submission(command(i)))
-                        .await
-                        .expect("submit");
+                while control.state().head_seq < total {
+                    let cmd = command(i);
+                    let runs = matches!(cmd, Command::TriggerBuild { .. });
+                    control.submit(submission(cmd)).await.expect("submit");
+                    if runs {
+                        run_ready_jobs(&control, 3).await;
+                    }
                     i += submitters;
                 }
             }));

@@ -1,23 +1,32 @@
 //! The audit index on disk: one entry per commit and the keys `GET /api/v1/audit` filters by,
 //! in sled's `audit` tree, so that the cost of history is disk, not memory.
 //!
-//! Keys (one tree, so one sled batch writes an entry and its filter keys together):
+//! Commits are grouped in blocks of 64 consecutive seqs (`block = seq / 64`), because sled
+//! pays several microseconds per key written: a key per commit and per filter would cost more
+//! than the commit itself. Keys (one tree, so one batch writes entries and filters together):
 //!
 //! ```text
-//! 's' ‖ seq                       → version(1) ‖ postcard(AuditEntry)
-//! 'p' ‖ project ‖ 0x00 ‖ seq      → ()        (commits acting in a project)
-//! 'u' ‖ principal(17) ‖ seq       → ()        (0 ‖ zeros for reeve itself, 1 ‖ token id)
-//! 'l' ‖ plane(1) ‖ seq            → ()
-//! 'o' ‖ accepted(1) ‖ seq         → ()
+//! 's' ‖ block                      → version(1) ‖ postcard(Vec<AuditEntry>)  the block's entries
+//! 'p' ‖ project ‖ 0x00 ‖ block     → u64 (BE) bitmask of the block's seqs acting in the project
+//! 'u' ‖ principal(17) ‖ block      → u64 bitmask (0 ‖ zeros for reeve itself, 1 ‖ token id)
+//! 'l' ‖ plane(1) ‖ block           → u64 bitmask
+//! 'o' ‖ accepted(1) ‖ block        → u64 bitmask
 //! ```
 //!
-//! seq is 8 bytes big-endian, so each prefix iterates in commit order. Project ids are slugs
-//! (no 0x00), so the separator is unambiguous. The index is derived: it is rebuilt by folding
-//! the log whenever it is behind (see `control::restore`).
+//! `block` is 8 bytes big-endian, so each prefix iterates in commit order; bit `seq % 64` is
+//! set when that seq matches. Project ids are slugs (no 0x00), so the separator is unambiguous.
+//! Writing an entry again is harmless (the block keeps one entry per seq; masks are ORed). The
+//! index is derived: it is rebuilt by folding the log whenever it is behind (see
+//! `control::restore`).
+
+use std::collections::BTreeMap;
 
 use crate::domain::{AuditEntry, Plane, Principal};
 
 use super::LogError;
+
+/// Consecutive seqs per block (one bit each in a mask).
+const BLOCK: u64 = 64;
 
 const ENTRY_V1: u8 = 1;
 
@@ -92,123 +101,211 @@ fn plane_byte(p: Plane) -> u8 {
     }
 }
 
-fn with_seq(mut prefix: Vec<u8>, seq: u64) -> Vec<u8> {
-    prefix.extend_from_slice(&seq.to_be_bytes());
+fn with_block(mut prefix: Vec<u8>, block: u64) -> Vec<u8> {
+    prefix.extend_from_slice(&block.to_be_bytes());
     prefix
 }
 
-fn entry_key(seq: u64) -> Vec<u8> {
-    with_seq(vec![b's'], seq)
+fn entries_key(block: u64) -> Vec<u8> {
+    with_block(vec![b's'], block)
 }
 
-/// Adds an entry and its filter keys to `batch`.
-pub(super) fn index(batch: &mut sled::Batch, e: &AuditEntry) -> Result<(), LogError> {
-    let value = postcard::to_extend(e, vec![ENTRY_V1]).map_err(|err| LogError::Corrupt {
-        seq: e.seq,
-        why: format!("its audit entry does not encode: {err}"),
-    })?;
-    batch.insert(entry_key(e.seq), value);
-    let empty: &[u8] = &[];
-    if let Some(p) = &e.project {
-        batch.insert(with_seq(project_prefix(p), e.seq), empty);
-    }
-    batch.insert(with_seq(principal_prefix(e.principal), e.seq), empty);
-    batch.insert(with_seq(vec![b'l', plane_byte(e.plane)], e.seq), empty);
-    batch.insert(with_seq(vec![b'o', u8::from(e.accepted)], e.seq), empty);
-    Ok(())
+fn bit(seq: u64) -> u64 {
+    1 << (seq % BLOCK)
 }
 
-fn decode(seq: u64, value: &[u8]) -> Result<AuditEntry, LogError> {
-    let corrupt = |why: String| LogError::Corrupt { seq, why };
-    match value.split_first() {
-        Some((&ENTRY_V1, rest)) => postcard::from_bytes(rest)
-            .map_err(|e| corrupt(format!("its audit entry does not decode: {e}"))),
-        Some((v, _)) => Err(corrupt(format!("its audit entry has unknown version {v}"))),
-        None => Err(corrupt("its audit entry is empty".into())),
-    }
-}
-
-fn seq_of(key: &[u8], prefix_len: usize) -> Option<u64> {
+fn block_of(key: &[u8], prefix_len: usize) -> Option<u64> {
     key.get(prefix_len..)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(u64::from_be_bytes)
 }
 
-/// The highest seq the index holds an entry for (0: none). Entries are written in seq order
-/// and sled recovers a prefix of its writes, so every seq up to it has one.
-pub(super) fn last_seq(tree: &sled::Tree) -> Result<Option<u64>, sled::Error> {
-    Ok(tree
-        .scan_prefix([b's'])
-        .next_back()
-        .transpose()?
-        .and_then(|(k, _)| seq_of(&k, 1)))
+/// The filter keys an entry sets its bit in.
+fn filter_prefixes(e: &AuditEntry) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(4);
+    if let Some(p) = &e.project {
+        out.push(project_prefix(p));
+    }
+    out.push(principal_prefix(e.principal));
+    out.push(vec![b'l', plane_byte(e.plane)]);
+    out.push(vec![b'o', u8::from(e.accepted)]);
+    out
 }
 
-/// The first seq at or after `from` under `prefix`.
-fn seek(tree: &sled::Tree, prefix: &[u8], from: u64) -> Result<Option<u64>, sled::Error> {
-    let start = with_seq(prefix.to_vec(), from);
-    let end = with_seq(prefix.to_vec(), u64::MAX);
-    Ok(tree
+fn decode_block(block: u64, value: &[u8]) -> Result<Vec<AuditEntry>, LogError> {
+    let corrupt = |why: String| LogError::Corrupt {
+        seq: block * BLOCK,
+        why: format!("audit index block {block}: {why}"),
+    };
+    match value.split_first() {
+        Some((&ENTRY_V1, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| corrupt(format!("does not decode: {e}")))
+        }
+        Some((v, _)) => Err(corrupt(format!("unknown version {v}"))),
+        None => Err(corrupt("empty".into())),
+    }
+}
+
+fn decode_mask(key: &[u8], value: &[u8]) -> Result<u64, LogError> {
+    <[u8; 8]>::try_from(value)
+        .map(u64::from_be_bytes)
+        .map_err(|_| LogError::Corrupt {
+            seq: 0,
+            why: format!(
+                "the audit index holds a {}-byte mask under a {}-byte key",
+                value.len(),
+                key.len()
+            ),
+        })
+}
+
+type SledErr<'a> = &'a dyn Fn(sled::Error) -> LogError;
+
+/// Writes entries (any seqs, any order) and their filter bits in one batch, merging with what
+/// their blocks already hold.
+pub(super) fn index<'a>(
+    tree: &sled::Tree,
+    entries: impl IntoIterator<Item = &'a AuditEntry>,
+    sled_err: SledErr<'_>,
+) -> Result<(), LogError> {
+    let mut blocks: BTreeMap<u64, BTreeMap<u64, &AuditEntry>> = BTreeMap::new();
+    let mut masks: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    for e in entries {
+        let block = e.seq / BLOCK;
+        blocks.entry(block).or_default().insert(e.seq, e);
+        for prefix in filter_prefixes(e) {
+            *masks.entry(with_block(prefix, block)).or_default() |= bit(e.seq);
+        }
+    }
+    if blocks.is_empty() {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    for (block, new) in blocks {
+        let key = entries_key(block);
+        let old = match tree.get(&key).map_err(sled_err)? {
+            Some(v) => decode_block(block, &v)?,
+            None => Vec::new(),
+        };
+        let mut merged: BTreeMap<u64, &AuditEntry> = old.iter().map(|e| (e.seq, e)).collect();
+        merged.extend(new);
+        let all: Vec<&AuditEntry> = merged.into_values().collect();
+        let value = postcard::to_extend(&all, vec![ENTRY_V1]).map_err(|err| LogError::Corrupt {
+            seq: block * BLOCK,
+            why: format!("audit index block {block} does not encode: {err}"),
+        })?;
+        batch.insert(key, value);
+    }
+    for (key, mask) in masks {
+        let old = match tree.get(&key).map_err(sled_err)? {
+            Some(v) => decode_mask(&key, &v)?,
+            None => 0,
+        };
+        batch.insert(key, &(old | mask).to_be_bytes());
+    }
+    tree.apply_batch(batch).map_err(sled_err)
+}
+
+/// The highest seq the index holds an entry for (0: none). Blocks are written in seq order
+/// and sled recovers a prefix of its writes, so every seq up to it has one.
+pub(super) fn last_seq(tree: &sled::Tree, sled_err: SledErr<'_>) -> Result<u64, LogError> {
+    let Some((key, value)) = tree
+        .scan_prefix([b's'])
+        .next_back()
+        .transpose()
+        .map_err(sled_err)?
+    else {
+        return Ok(0);
+    };
+    let block = block_of(&key, 1).unwrap_or(0);
+    Ok(decode_block(block, &value)?.last().map_or(0, |e| e.seq))
+}
+
+/// The first block at or after `from` under `prefix`, with its mask.
+fn seek(
+    tree: &sled::Tree,
+    prefix: &[u8],
+    from: u64,
+    sled_err: SledErr<'_>,
+) -> Result<Option<(u64, u64)>, LogError> {
+    let start = with_block(prefix.to_vec(), from);
+    let end = with_block(prefix.to_vec(), u64::MAX);
+    match tree
         .range(start..=end)
         .next()
-        .transpose()?
-        .and_then(|(k, _)| seq_of(&k, prefix.len())))
+        .transpose()
+        .map_err(sled_err)?
+    {
+        Some((k, v)) => {
+            let mask = decode_mask(&k, &v)?;
+            Ok(block_of(&k, prefix.len()).map(|b| (b, mask)))
+        }
+        None => Ok(None),
+    }
 }
 
 /// Up to `limit` entries after `since` that match `filter`, in seq order, from the index on
-/// disk. Several filters are intersected by leapfrogging their key ranges, so a page costs a
-/// few seeks per entry returned rather than a scan of everything in between. An entry that
-/// does not decode is damage, reported as such, never skipped.
+/// disk. Several filters are intersected block by block, leapfrogging: each is sought to the
+/// highest block any of them is at until all agree, then their masks are ANDed. A page costs
+/// a few seeks per block it returns entries from, not a scan of what lies between. An entry
+/// that does not decode is damage, reported as such, never skipped.
 pub(super) fn page(
     tree: &sled::Tree,
     filter: &AuditFilter,
     since: u64,
     limit: usize,
-    sled_err: &dyn Fn(sled::Error) -> LogError,
+    sled_err: SledErr<'_>,
 ) -> Result<Vec<AuditEntry>, LogError> {
     let prefixes = filter.prefixes();
     let mut out = Vec::new();
-    let mut candidate = since.saturating_add(1);
+    let first = since.saturating_add(1);
+    let mut block = first / BLOCK;
     if prefixes.is_empty() {
-        for item in tree.range(entry_key(candidate)..=entry_key(u64::MAX)) {
-            if out.len() >= limit {
-                break;
-            }
+        for item in tree.range(entries_key(block)..=entries_key(u64::MAX)) {
             let (k, v) = item.map_err(sled_err)?;
-            let seq = seq_of(&k, 1).ok_or_else(|| LogError::Corrupt {
-                seq: 0,
-                why: format!("the audit index holds a malformed key of {} bytes", k.len()),
-            })?;
-            out.push(decode(seq, &v)?);
+            let b = block_of(&k, 1).unwrap_or(0);
+            for e in decode_block(b, &v)? {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                if e.seq > since {
+                    out.push(e);
+                }
+            }
         }
         return Ok(out);
     }
     'search: while out.len() < limit {
-        let mut agreed = true;
+        let mut mask = u64::MAX;
         for prefix in &prefixes {
-            match seek(tree, prefix, candidate).map_err(sled_err)? {
+            match seek(tree, prefix, block, sled_err)? {
                 None => break 'search,
-                Some(seq) if seq > candidate => {
-                    candidate = seq;
-                    agreed = false;
-                    break;
+                Some((b, _)) if b > block => {
+                    block = b;
+                    continue 'search;
                 }
-                Some(_) => {}
+                Some((_, m)) => mask &= m,
             }
         }
-        if !agreed {
-            continue;
+        if mask != 0 {
+            let value = tree
+                .get(entries_key(block))
+                .map_err(sled_err)?
+                .ok_or_else(|| LogError::Corrupt {
+                    seq: block * BLOCK,
+                    why: format!("audit index block {block} has filter bits but no entries"),
+                })?;
+            for e in decode_block(block, &value)? {
+                if out.len() >= limit {
+                    break;
+                }
+                if e.seq > since && mask & bit(e.seq) != 0 {
+                    out.push(e);
+                }
+            }
         }
-        let value = tree
-            .get(entry_key(candidate))
-            .map_err(sled_err)?
-            .ok_or_else(|| LogError::Corrupt {
-                seq: candidate,
-                why: "the audit index has filter keys for it but no entry".into(),
-            })?;
-        out.push(decode(candidate, &value)?);
-        match candidate.checked_add(1) {
-            Some(next) => candidate = next,
+        match block.checked_add(1) {
+            Some(next) => block = next,
             None => break,
         }
     }

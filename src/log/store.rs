@@ -47,7 +47,8 @@ pub struct Store {
     /// path every caller waits on; readers look here first.
     unfed: Mutex<Vec<(u64, sled::IVec)>>,
     /// The audit entries of appended commits that sled's audit index has not taken yet.
-    unfed_audit: Mutex<Vec<AuditEntry>>,
+    /// Shared, so that the background thread's copy costs a reference count per entry.
+    unfed_audit: Mutex<Vec<Arc<AuditEntry>>>,
     /// The audit index: an entry per commit and the keys its filters use (see `audit_index`).
     audit: sled::Tree,
     /// The last commit handed to sled, which a checkpoint makes durable there.
@@ -332,7 +333,9 @@ impl Store {
             wal.append(&records, self.sync == SyncMode::Durable)
                 .map_err(|e| self.wal_err(e))?;
         }
-        self.unfed_audit.lock().extend(entries);
+        self.unfed_audit
+            .lock()
+            .extend(entries.into_iter().map(Arc::new));
         let waiting = {
             let mut unfed = self.unfed.lock();
             unfed.extend(
@@ -372,9 +375,9 @@ impl Store {
         }
         // Only now may readers stop finding them here: they are in sled.
         self.unfed.lock().retain(|(seq, _)| *seq > last_seq);
-        let entries: Vec<AuditEntry> = self.unfed_audit.lock().clone();
+        let entries: Vec<Arc<AuditEntry>> = self.unfed_audit.lock().clone();
         if let Some(last_entry) = entries.last().map(|e| e.seq) {
-            if let Err(e) = self.index_audit(&entries) {
+            if let Err(e) = self.index_audit(entries.iter().map(|e| &**e)) {
                 let why = format!(
                     "sled could not take the audit entries of commits the write-ahead log already holds ({e}); restart reeve to rebuild them"
                 );
@@ -920,20 +923,17 @@ impl Store {
 
     /// Writes audit entries (and their filter keys) to the index in one batch. Writing an
     /// entry again is harmless: its keys are the same.
-    pub fn index_audit(&self, entries: &[AuditEntry]) -> Result<(), LogError> {
-        let mut batch = sled::Batch::default();
-        for e in entries {
-            audit_index::index(&mut batch, e)?;
-        }
-        self.audit.apply_batch(batch).map_err(|e| self.sled_err(e))
+    pub fn index_audit<'a>(
+        &self,
+        entries: impl IntoIterator<Item = &'a AuditEntry>,
+    ) -> Result<(), LogError> {
+        audit_index::index(&self.audit, entries, &|e| self.sled_err(e))
     }
 
     /// The highest seq the audit index on disk holds an entry for; every seq before it has
     /// one too (entries are written in order, and sled recovers a prefix of its writes).
     pub fn audit_indexed_through(&self) -> Result<u64, LogError> {
-        Ok(audit_index::last_seq(&self.audit)
-            .map_err(|e| self.sled_err(e))?
-            .unwrap_or(0))
+        audit_index::last_seq(&self.audit, &|e| self.sled_err(e))
     }
 
     /// Up to `limit` audit entries after `since` that match `filter`, in seq order: from the
@@ -951,7 +951,7 @@ impl Store {
             .lock()
             .iter()
             .filter(|e| e.seq > since && filter.matches(e))
-            .cloned()
+            .map(|e| (**e).clone())
             .collect();
         let mut page = audit_index::page(&self.audit, filter, since, limit, &|e| self.sled_err(e))?;
         // Unindexed entries are newer than every indexed one they do not duplicate.
