@@ -3,7 +3,9 @@
 //! one batch, makes it durable once, folds it into the readable state, and only then answers.
 //!
 //! The writer keeps a private working copy of the state that runs ahead of the disk within a
-//! batch; readers see the shared copy, which only ever contains durable commits. If a write
+//! batch; readers see the shared copy, which only ever contains durable commits: once a batch
+//! is durable, the working copy is published as the shared one. The state's collections are
+//! persistent maps, so the two copies share all but what the last batch changed. If a write
 //! fails, the working copy is reset from the shared one and every caller in the batch gets an
 //! error: nothing unacknowledged becomes visible, nothing acknowledged is lost.
 
@@ -821,14 +823,12 @@ impl Writer {
         match written {
             Ok(()) => {
                 if !commits.is_empty() {
-                    let head = {
-                        let mut shared = self.shared.write();
-                        for c in &commits {
-                            // Its audit entry is the working copy's, already on its way to disk.
-                            let _ = shared.apply(c);
-                        }
-                        shared.head_seq
-                    };
+                    // The working copy is now durable: readers get it whole. Its maps are
+                    // persistent, so this clone shares every node with it, and the next batch
+                    // copies only the paths it changes.
+                    let published = self.working.clone();
+                    let head = published.head_seq;
+                    *self.shared.write() = published;
                     self.changed.send_replace(head);
                 }
                 for (answer, reply_to) in answers {

@@ -271,13 +271,16 @@ pub async fn list_or_lookup(
                 })
             })
             .transpose()?;
-        let matching = state.watches.values().filter(|w| {
+        let keep = |w: &&Watch| {
             caller.sees_project(&w.project)
                 && q.project.as_ref().is_none_or(|p| *p == w.project)
                 && (!active_only || w.is_active)
-        });
-        let total = matching.clone().count();
-        let mut page: Vec<&Watch> = matching
+        };
+        let total = state.watches.values().filter(keep).count();
+        let mut page: Vec<&Watch> = state
+            .watches
+            .values()
+            .filter(keep)
             .filter(|w| after.is_none_or(|a| w.id > a))
             .take(limit + 1)
             .collect();

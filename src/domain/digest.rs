@@ -582,49 +582,57 @@ mod tests {
         changed.push(("head_hash", s.digest()));
 
         let mut s = base.clone();
-        if let Some(p) = s.projects.values_mut().next() {
+        let first = s.projects.keys().next().cloned();
+        if let Some(p) = first.and_then(|k| s.projects.get_mut(&k)) {
             p.name.push('x');
         }
         changed.push(("project name", s.digest()));
 
         let mut s = base.clone();
-        if let Some(w) = s.watches.values_mut().next() {
+        let first = s.watches.keys().next().cloned();
+        if let Some(w) = first.and_then(|k| s.watches.get_mut(&k)) {
             w.watch_interval += 0.5;
         }
         changed.push(("watch interval", s.digest()));
 
         let mut s = base.clone();
-        if let Some(w) = s.watches.values_mut().next() {
+        let first = s.watches.keys().next().cloned();
+        if let Some(w) = first.and_then(|k| s.watches.get_mut(&k)) {
             w.fires += 1;
         }
         changed.push(("watch fires", s.digest()));
 
         let mut s = base.clone();
-        if let Some(w) = s.watches.values_mut().next() {
+        let first = s.watches.keys().next().cloned();
+        if let Some(w) = first.and_then(|k| s.watches.get_mut(&k)) {
             w.reason = None;
         }
         changed.push(("watch reason", s.digest()));
 
         let mut s = base.clone();
-        if let Some(b) = s.builds.values_mut().next() {
+        let first = s.builds.keys().next().cloned();
+        if let Some(b) = first.and_then(|k| s.builds.get_mut(&k)) {
             b.aborted = true;
         }
         changed.push(("build aborted", s.digest()));
 
         let mut s = base.clone();
-        if let Some(j) = s.jobs.values_mut().next() {
+        let first = s.jobs.keys().next().cloned();
+        if let Some(j) = first.and_then(|k| s.jobs.get_mut(&k)) {
             j.state = JobState::Killed;
         }
         changed.push(("job state", s.digest()));
 
         let mut s = base.clone();
-        if let Some(j) = s.jobs.values_mut().next() {
+        let first = s.jobs.keys().next().cloned();
+        if let Some(j) = first.and_then(|k| s.jobs.get_mut(&k)) {
             j.env.insert("K".into(), "V".into());
         }
         changed.push(("job env", s.digest()));
 
         let mut s = base.clone();
-        if let Some(j) = s.jobs.values_mut().next() {
+        let first = s.jobs.keys().next().cloned();
+        if let Some(j) = first.and_then(|k| s.jobs.get_mut(&k)) {
             j.log_pruned_at = Some(1);
         }
         changed.push(("job log pruned", s.digest()));

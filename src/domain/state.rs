@@ -1,6 +1,11 @@
 //! The projections folded from the log, and the fold itself.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::BTreeMap;
+
+// Persistent maps: a clone shares every node with the original and each change copies only
+// the path to what it touches, so the writer's working copy, the readers' copy and a
+// snapshot's copy cost one state between them, not three.
+use imbl::{HashMap as PMap, OrdMap, OrdSet, Vector};
 
 use uuid::Uuid;
 
@@ -24,33 +29,33 @@ struct Remembered {
 pub struct State {
     pub head_seq: u64,
     pub head_hash: Hash,
-    pub projects: BTreeMap<String, Project>,
-    pub tokens: BTreeMap<Uuid, Token>,
-    token_by_hash: HashMap<Hash, Uuid>,
+    pub projects: OrdMap<String, Project>,
+    pub tokens: OrdMap<Uuid, Token>,
+    token_by_hash: PMap<Hash, Uuid>,
     /// Keyed by UUIDv7, so iteration order is creation order.
-    pub watches: BTreeMap<Uuid, Watch>,
-    watches_by_uri: HashMap<String, Vec<Uuid>>,
-    idempotency: HashMap<(Uuid, String), Remembered>,
-    idempotency_expiry: VecDeque<(Millis, Uuid, String)>,
+    pub watches: OrdMap<Uuid, Watch>,
+    watches_by_uri: PMap<String, Vec<Uuid>>,
+    idempotency: PMap<(Uuid, String), Remembered>,
+    idempotency_expiry: Vector<(Millis, Uuid, String)>,
     /// The time of the last commit folded (0 before the first).
     pub head_at: Millis,
-    pub builds: BTreeMap<Uuid, Build>,
-    pub jobs: HashMap<Uuid, Job>,
+    pub builds: OrdMap<Uuid, Build>,
+    pub jobs: PMap<Uuid, Job>,
     /// (project, number) → every generation of that build.
-    pub(super) builds_by_number: HashMap<(String, u64), Vec<Uuid>>,
+    pub(super) builds_by_number: PMap<(String, u64), Vec<Uuid>>,
     /// Job → the jobs whose dependencies name it.
-    pub(super) children: HashMap<Uuid, Vec<Uuid>>,
+    pub(super) children: PMap<Uuid, Vec<Uuid>>,
     /// Queued jobs by queue position.
-    pub(super) queue: BTreeMap<u64, Uuid>,
+    pub(super) queue: OrdMap<u64, Uuid>,
     /// Running jobs by lease expiry.
-    pub(super) leases: BTreeSet<(Millis, Uuid)>,
+    pub(super) leases: OrdSet<(Millis, Uuid)>,
     /// Jobs that ran and ended and still have their output, by end time: what job log
     /// retention may prune.
-    pub(super) log_expiry: BTreeSet<(Millis, Uuid)>,
+    pub(super) log_expiry: OrdSet<(Millis, Uuid)>,
     /// Active watches by next run.
-    schedule: BTreeSet<(Millis, Uuid)>,
+    schedule: OrdSet<(Millis, Uuid)>,
     /// Watches whose last builds failed (consecutive_failures > 0).
-    struggling: BTreeSet<Uuid>,
+    struggling: OrdSet<Uuid>,
     job_order: u64,
 }
 
@@ -59,23 +64,23 @@ impl Default for State {
         State {
             head_seq: 0,
             head_hash: GENESIS,
-            projects: BTreeMap::new(),
-            tokens: BTreeMap::new(),
-            token_by_hash: HashMap::new(),
-            watches: BTreeMap::new(),
-            watches_by_uri: HashMap::new(),
-            idempotency: HashMap::new(),
-            idempotency_expiry: VecDeque::new(),
+            projects: OrdMap::new(),
+            tokens: OrdMap::new(),
+            token_by_hash: PMap::new(),
+            watches: OrdMap::new(),
+            watches_by_uri: PMap::new(),
+            idempotency: PMap::new(),
+            idempotency_expiry: Vector::new(),
             head_at: 0,
-            builds: BTreeMap::new(),
-            jobs: HashMap::new(),
-            builds_by_number: HashMap::new(),
-            children: HashMap::new(),
-            queue: BTreeMap::new(),
-            leases: BTreeSet::new(),
-            log_expiry: BTreeSet::new(),
-            schedule: BTreeSet::new(),
-            struggling: BTreeSet::new(),
+            builds: OrdMap::new(),
+            jobs: PMap::new(),
+            builds_by_number: PMap::new(),
+            children: PMap::new(),
+            queue: OrdMap::new(),
+            leases: OrdSet::new(),
+            log_expiry: OrdSet::new(),
+            schedule: OrdSet::new(),
+            struggling: OrdSet::new(),
             job_order: 0,
         }
     }
