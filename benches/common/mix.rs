@@ -1,6 +1,6 @@
 //! The mixed log the large-log benches write, a mix an operator would see: watches created,
-//! paused and resumed, manual triggers, deletions, builds with three-job pipelines and
-//! refusals, all in one project and by the System principal. The builds run: a submitter that
+//! paused and resumed, manual triggers, deletions (about a thousand watches alive at any time),
+//! builds with three-job pipelines and refusals, all in one project and by the System principal. The builds run: a submitter that
 //! triggers one then claims and finishes up to three ready jobs (oldest first, so not always its
 //! own), so the history is mostly of builds that ended, as a real one is. It is written
 //! through `Control::submit` (interval sync, 64 submitters), so every record is a real, decided
@@ -23,7 +23,7 @@ use reeve::log::SyncMode;
 
 /// Bumped whenever `command` changes what it writes, so a data dir cached from an older mix
 /// is not mistaken for this one.
-pub const MIX_VERSION: u32 = 2;
+pub const MIX_VERSION: u32 = 3;
 
 /// The one project every command of the mix is in.
 pub const PROJECT: &str = "docs";
@@ -64,39 +64,48 @@ fn pipeline() -> Pipeline {
     ])
 }
 
-/// The `i`th command of the mix.
+/// Watches alive at once: each decade of commands creates one and deletes the one created
+/// this many decades before, so the live set stays the same size however long the log is and
+/// what grows is history, as in a real installation.
+const LIVE_WATCHES: u64 = 1000;
+
+/// The `i`th command of the mix: per ten, a watch created, four pauses or resumes, a manual
+/// trigger, a build (which then runs), a refusal and a deletion.
 fn command(i: u64) -> Command {
+    let decade = i / 10;
     let watch = |n: u64| WatchKey {
         id: None,
         to_uri: Some(format!("viking://res/{n}")),
         project: Some(PROJECT.into()),
     };
+    // A live watch a few decades old (the newest ones may still be in flight).
+    let live = |k: u64| watch(decade.saturating_sub(2 + k));
     match i % 10 {
-        0..=3 => Command::CreateWatch(NewWatch {
+        0 => Command::CreateWatch(NewWatch {
             project: PROJECT.into(),
             source: "https://example.com/src".into(),
-            to_uri: format!("viking://res/{i}"),
+            to_uri: format!("viking://res/{decade}"),
             watch_interval: WATCH_INTERVAL_MINUTES,
             reason: Some("bench".into()),
             instruction: None,
             is_active: true,
         }),
-        4 | 5 => Command::UpdateWatch {
-            key: watch(i - 4),
+        1..=4 => Command::UpdateWatch {
+            key: live(i % 10 * 3),
             if_match: None,
             patch: WatchPatch {
-                is_active: Some(i % 20 < 10),
+                is_active: Some(decade % 2 == 0),
                 ..WatchPatch::default()
             },
         },
-        6 => Command::TriggerWatch { key: watch(i - 6) },
-        7 => Command::TriggerBuild {
+        5 => Command::TriggerWatch { key: live(1) },
+        6 => Command::TriggerBuild {
             project: PROJECT.into(),
             pipeline: Some(pipeline()),
             env: Default::default(),
         },
         // A refusal: the interval is checked by the core and the refusal is a commit too.
-        8 => Command::CreateWatch(NewWatch {
+        7 | 8 => Command::CreateWatch(NewWatch {
             project: PROJECT.into(),
             source: "https://example.com/src".into(),
             to_uri: format!("viking://res/bad/{i}"),
@@ -106,7 +115,7 @@ fn command(i: u64) -> Command {
             is_active: true,
         }),
         _ => Command::DeleteWatch {
-            key: watch(i - 9),
+            key: watch(decade.saturating_sub(LIVE_WATCHES)),
             if_match: None,
         },
     }
