@@ -275,7 +275,19 @@ pub fn restore(store: &Store, dir: &Path) -> Result<(State, u64), LogError> {
         }
     };
     let last = store.last_seq()?;
-    let indexed = store.audit_indexed_through()?;
+    let indexed = match store.audit_indexed_through() {
+        Ok(n) => n,
+        // The index is derived from the log: damage to it costs a rebuild, not the server.
+        Err(LogError::Corrupt { seq, why }) => {
+            tracing::warn!(
+                seq,
+                "the audit index is damaged ({why}); it is rebuilt from the log"
+            );
+            store.clear_audit_index()?;
+            0
+        }
+        Err(e) => return Err(e),
+    };
     for (_, path) in snapshots {
         match load_snapshot(store, &path, last, indexed) {
             Ok(state) => {

@@ -199,3 +199,33 @@ async fn audit_filters_and_pages_answer_from_disk_as_a_full_fold_does() {
     assert_eq!(entries[0]["seq"], before + 1);
     assert_eq!(entries[0]["project"], "p");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_audit_index_is_rebuilt_from_the_log() {
+    let s = TestServer::start().await;
+    s.create_project(&s.admin, "p").await;
+    for i in 0..100 {
+        s.watch(&s.admin, "p", &format!("https://d.example.com/{i}"))
+            .await;
+    }
+    let before = s.audit_entries(0).await;
+    let mut s = s;
+    s.shutdown().await;
+
+    // Garble the newest block of the index, as a bad sector would.
+    {
+        let db = sled::open(s.data_dir().join("log")).unwrap();
+        let tree = db.open_tree("audit").unwrap();
+        let (key, _) = tree.scan_prefix([b's']).next_back().unwrap().unwrap();
+        tree.insert(key, &[1u8, 0xff, 0xff, 0xff][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let s = s.restart().await;
+    assert_eq!(
+        s.audit_entries(0).await,
+        before,
+        "the index is rebuilt from the log, entry for entry"
+    );
+    let page = s.audit("?project=p&outcome=accepted&limit=1000").await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 101, "{page}");
+}

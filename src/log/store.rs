@@ -930,6 +930,12 @@ impl Store {
         audit_index::index(&self.audit, entries, &|e| self.sled_err(e))
     }
 
+    /// Empties the audit index, for a fold to rebuild it.
+    pub fn clear_audit_index(&self) -> Result<(), LogError> {
+        self.unfed_audit.lock().clear();
+        self.audit.clear().map_err(|e| self.sled_err(e))
+    }
+
     /// The highest seq the audit index on disk holds an entry for; every seq before it has
     /// one too (entries are written in order, and sled recovers a prefix of its writes).
     pub fn audit_indexed_through(&self) -> Result<u64, LogError> {
