@@ -94,7 +94,7 @@ fn command(i: u64) -> Command {
             key: live(i % 10 * 3),
             if_match: None,
             patch: WatchPatch {
-                is_active: Some(decade % 2 == 0),
+                is_active: Some(decade.is_multiple_of(2)),
                 ..WatchPatch::default()
             },
         },
