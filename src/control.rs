@@ -555,14 +555,14 @@ fn next_message(rx: &mut mpsc::Receiver<Msg>) -> Option<Msg> {
         }
     }
 }
-/// An answer, and the sealed record (seq, bytes, commit) that must be durable before it is sent.
+/// An answer, and the sealed commit that must be durable before it is sent.
 type Processed = (Answer, Option<Sealed>);
 
-/// A commit ready to be written: its seq, record, decoded form and audit entry.
+/// A commit ready to be written (already folded into the working copy): its seq, its record
+/// and its audit entry.
 struct Sealed {
     seq: u64,
     record: Vec<u8>,
-    commit: Commit,
     entry: AuditEntry,
 }
 
@@ -771,12 +771,7 @@ impl Writer {
                 let reply = self.working.reply_for(&commit);
                 (
                     Answer::Committed(seq, reply),
-                    Some(Sealed {
-                        seq,
-                        record,
-                        commit,
-                        entry,
-                    }),
+                    Some(Sealed { seq, record, entry }),
                 )
             }
             Err(e) => (Answer::Failed(e.into()), None),
@@ -816,17 +811,16 @@ impl Writer {
 
     fn commit_group(&mut self, pending: Vec<(Processed, ReplyTo)>) {
         let mut records = Vec::new();
-        let mut commits = Vec::new();
         let mut entries = Vec::new();
         let mut answers = Vec::with_capacity(pending.len());
         for ((answer, sealed), reply_to) in pending {
             if let Some(s) = sealed {
                 records.push((s.seq, s.record));
-                commits.push(s.commit);
                 entries.push(s.entry);
             }
             answers.push((answer, reply_to));
         }
+        let written_count = records.len();
         let written = if records.is_empty() {
             Ok(())
         } else {
@@ -834,13 +828,15 @@ impl Writer {
         };
         match written {
             Ok(()) => {
-                if !commits.is_empty() {
+                if written_count > 0 {
                     // The working copy is now durable: readers get it whole. Its maps are
                     // persistent, so this clone shares every node with it, and the next batch
-                    // copies only the paths it changes.
+                    // copies only the paths it changes. What the old copy alone held is freed
+                    // after the lock is let go.
                     let published = self.working.clone();
                     let head = published.head_seq;
-                    *self.shared.write() = published;
+                    let old = std::mem::replace(&mut *self.shared.write(), published);
+                    drop(old);
                     self.changed.send_replace(head);
                 }
                 for (answer, reply_to) in answers {
@@ -858,7 +854,7 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, commits = commits.len(), "group commit failed");
+                tracing::error!(error = %e, commits = written_count, "group commit failed");
                 // The working copy ran ahead of the disk; fall back to what is durable.
                 self.working = self.shared.read().clone();
                 let why = e.to_string();
