@@ -112,6 +112,46 @@ pub struct Control {
     renewals: Renewals,
     writer: Mutex<Option<JoinHandle<()>>>,
     snapshots: Mutex<Option<Snapshots>>,
+    scrub: Mutex<Option<Scrub>>,
+}
+
+/// The background check of the commits before the snapshot a start began from.
+struct Scrub {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl Scrub {
+    /// Verifies the chain through `through` on its own thread. Damage found there stops the
+    /// store (every later command is refused, naming it) and is logged as an error: the
+    /// state served came from a snapshot, but the history behind it is no longer intact.
+    fn start(store: Arc<Store>, through: u64) -> std::io::Result<Scrub> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("reeve-scrub".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                match store.scrub(through, &flag) {
+                    Ok(()) if flag.load(std::sync::atomic::Ordering::Relaxed) => {}
+                    Ok(()) => tracing::info!(
+                        through,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "the commits before the snapshot verify"
+                    ),
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        store.fail(e.to_string());
+                    }
+                }
+            })?;
+        Ok(Scrub { stop, handle })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.handle.join();
+    }
 }
 
 /// The thread that saves snapshots of the readable state, and how to stop it.
@@ -440,12 +480,23 @@ impl Control {
                     source,
                 })?
         };
+        let scrub = if snapshot_seq > 0 {
+            Some(
+                Scrub::start(store.clone(), snapshot_seq).map_err(|source| LogError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
         Ok(Control {
             tx,
             changes,
             state: shared,
             store,
             renewals,
+            scrub: Mutex::new(scrub),
             writer: Mutex::new(Some(handle)),
             snapshots: Mutex::new(Some(Snapshots {
                 stop,
@@ -498,6 +549,10 @@ impl Control {
     /// Stops accepting commands, lets everything already queued finish, flushes the log and
     /// waits for the writer to exit.
     pub async fn close(&self) {
+        let scrub = self.scrub.lock().take();
+        if let Some(scrub) = scrub {
+            let _ = tokio::task::spawn_blocking(move || scrub.stop()).await;
+        }
         let snapshots = self.snapshots.lock().take();
         if let Some(snapshots) = snapshots {
             let _ = tokio::task::spawn_blocking(move || snapshots.stop()).await;
@@ -512,6 +567,9 @@ impl Control {
 
 impl Drop for Control {
     fn drop(&mut self) {
+        if let Some(scrub) = self.scrub.lock().take() {
+            scrub.stop();
+        }
         if let Some(snapshots) = self.snapshots.lock().take() {
             snapshots.stop();
         }

@@ -510,3 +510,67 @@ async fn expect_head_proves_nothing_was_cut_from_the_end() {
     assert_eq!(v.code, 2, "{}", v.stderr);
     assert!(v.stderr.contains("is not SEQ:HASH"), "{}", v.stderr);
 }
+
+/// The history behind the snapshot a start began from, altered in sled where the WAL no longer
+/// holds it: the start is quick, and the background check finds the damage and stops every
+/// write, naming the seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_behind_a_snapshot_is_found_after_the_start_and_stops_writes() {
+    let s = TestServer::start_with(|c| {
+        c.snapshot_commits = 5;
+        c.wal_segment_bytes = 4096;
+    })
+    .await;
+    s.create_project(&s.admin, "p").await;
+    for i in 0..40 {
+        s.watch(&s.admin, "p", &format!("https://b.example.com/{i}"))
+            .await;
+    }
+    let dir = s.data_dir();
+    eventually(std::time::Duration::from_secs(20), || async {
+        std::fs::read_dir(dir.join("snapshots"))
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_suffix(".snap")?.to_string();
+                u64::from_str_radix(&name, 16).ok()
+            })
+            .max()
+            .filter(|seq| *seq >= 30)
+    })
+    .await
+    .expect("a snapshot late in the log");
+    let mut s = s;
+    s.shutdown().await;
+
+    // Alter commit 3 as sled holds it, keeping sled's own checksums valid: only the chain
+    // can tell.
+    {
+        let db = sled::open(dir.join("log")).unwrap();
+        let commits = db.open_tree("commits").unwrap();
+        let mut record = commits.get(3u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        let last = record.len() - 1;
+        record[last] ^= 0x01;
+        commits.insert(3u64.to_be_bytes(), record).unwrap();
+        db.flush().unwrap();
+    }
+
+    let s = s.restart().await;
+    // Reads are served from the snapshot's state at once...
+    s.get(&s.admin, "/watches?limit=5").await.expect(200);
+    // ...and once the check has reached commit 3, every write is refused, naming it.
+    let refused = eventually(std::time::Duration::from_secs(20), || async {
+        let r = s
+            .create_watch(&s.admin, watch_body("p", "https://b.example.com/after"))
+            .await;
+        (r.status != 201).then_some(r)
+    })
+    .await
+    .expect("the damage is found and stops writes");
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert!(
+        refused.text.contains("seq 3"),
+        "the refusal names the damaged commit: {}",
+        refused.text
+    );
+}
