@@ -329,14 +329,17 @@ pub fn restore(store: &Store, dir: &Path) -> Result<(State, u64), LogError> {
         Err(e) => return Err(e),
     };
     for (_, path) in snapshots {
+        let loading = std::time::Instant::now();
         match load_snapshot(store, &path, last, indexed) {
             Ok(state) => {
                 let seq = state.head_seq;
+                let load_ms = loading.elapsed().as_millis() as u64;
                 let started = std::time::Instant::now();
                 let state = fold_tail(store, state, Some(indexed))?;
                 tracing::info!(
                     snapshot = %path.display(),
                     seq,
+                    load_ms,
                     tail = state.head_seq - seq,
                     fold_ms = started.elapsed().as_millis() as u64,
                     "state restored from a snapshot and the commits after it"
@@ -407,11 +410,16 @@ fn load_snapshot(store: &Store, path: &Path, last: u64, indexed: u64) -> Result<
 impl Control {
     /// Opens the log under `dir`, replays it, and starts the writer.
     pub fn open(dir: &Path, options: Options) -> Result<Control, ControlError> {
+        let opening = std::time::Instant::now();
         let store = Arc::new(Store::open_with(
             dir,
             options.sync,
             options.wal_segment_bytes,
         )?);
+        tracing::info!(
+            took_ms = opening.elapsed().as_millis() as u64,
+            "the log is open and checked"
+        );
         for note in store.notes() {
             if note.is_warning() {
                 tracing::warn!(dir = %dir.display(), "{note}");
