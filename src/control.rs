@@ -40,6 +40,19 @@ pub struct Submission {
     pub command: Command,
 }
 
+impl Submission {
+    /// A command reeve submits to itself (a timer, the scheduler, a retention pass).
+    pub fn system(command: Command) -> Submission {
+        Submission {
+            principal: Principal::System,
+            plane: Plane::System,
+            request_id: Uuid::now_v7().to_string(),
+            idempotency_key: None,
+            command,
+        }
+    }
+}
+
 /// The answer to a submission. `seq` is `None` when nothing new was written: an
 /// `Idempotency-Key` replayed an earlier answer, a refusal only counted towards its coalescing
 /// window, or a heartbeat renewed a lease (renewals live in the writer's memory).

@@ -299,13 +299,7 @@ async fn timers(control: Arc<Control>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let submitted = control
-            .submit(Submission {
-                principal: Principal::System,
-                plane: Plane::System,
-                request_id: Uuid::now_v7().to_string(),
-                idempotency_key: None,
-                command: Command::ExpireLeases,
-            })
+            .submit(Submission::system(Command::ExpireLeases))
             .await;
         if let Err(e) = submitted {
             tracing::warn!(error = %e, "could not expire leases");
@@ -441,13 +435,7 @@ async fn prune_pass(
             return true;
         }
         let submitted = control
-            .submit(Submission {
-                principal: Principal::System,
-                plane: Plane::System,
-                request_id: Uuid::now_v7().to_string(),
-                idempotency_key: None,
-                command: Command::PruneJobLogs { before },
-            })
+            .submit(Submission::system(Command::PruneJobLogs { before }))
             .await;
         let (jobs, at) = match submitted.map(|s| s.result) {
             Ok(Ok(Reply::LogsPruned { jobs, at })) if !jobs.is_empty() => (jobs, at),
@@ -561,21 +549,15 @@ async fn issue_own_token(
     description: &str,
 ) -> Result<(), ServerError> {
     let submitted = control
-        .submit(Submission {
-            principal: Principal::System,
-            plane: Plane::System,
-            request_id: Uuid::now_v7().to_string(),
-            idempotency_key: None,
-            command: Command::IssueToken {
-                secret_hash: auth::hash_secret(secret),
-                kind,
-                description: description.to_string(),
-                enabled_projects: Default::default(),
-                // Runners need no permission to change things; the admin needs it all.
-                allow_trigger: kind == TokenKind::Admin,
-                expires_at: None,
-            },
-        })
+        .submit(Submission::system(Command::IssueToken {
+            secret_hash: auth::hash_secret(secret),
+            kind,
+            description: description.to_string(),
+            enabled_projects: Default::default(),
+            // Runners need no permission to change things; the admin needs it all.
+            allow_trigger: kind == TokenKind::Admin,
+            expires_at: None,
+        }))
         .await?;
     submitted
         .result

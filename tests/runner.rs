@@ -865,6 +865,17 @@ async fn rerun_is_refused_while_a_descendant_runs() {
     refuse(&s, &bid, &rerun_path(&first1), 409, "descendant_running").await;
 }
 
+/// A project with one single-job build, its job claimed: the runner token, job id and lease.
+async fn one_running_job(s: &TestServer) -> (String, String, String) {
+    s.create_project(&s.admin, "p").await;
+    let runner = s.runner_token().await;
+    s.trigger_build(&s.admin, "p", pipeline(&[("long", &[])]))
+        .await;
+    let c = s.claim(&runner).await.expect("long is claimable");
+    let (id, lease) = (str_field(&c["job"], "id"), str_field(&c, "lease_id"));
+    (runner, id, lease)
+}
+
 /// Heartbeats the job every 300 ms for `span`, insisting each renewal is a fresh, live lease.
 async fn keep_alive(s: &TestServer, runner: &str, job: &str, lease: &str, span: Duration) {
     let until = std::time::Instant::now() + span;
@@ -884,13 +895,7 @@ async fn keep_alive(s: &TestServer, runner: &str, job: &str, lease: &str, span: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_a_lease_alive_without_writing_to_the_log() {
     let s = TestServer::start_with(|c| c.lease_secs = 1).await;
-    s.create_project(&s.admin, "p").await;
-    let runner = s.runner_token().await;
-    s.trigger_build(&s.admin, "p", pipeline(&[("long", &[])]))
-        .await;
-    let c = s.claim(&runner).await.expect("long is claimable");
-    let id = str_field(&c["job"], "id");
-    let lease = str_field(&c, "lease_id");
+    let (runner, id, lease) = one_running_job(&s).await;
     let head = s.audit_head().await;
 
     // Three times the lease that the claim committed.
@@ -926,13 +931,7 @@ async fn heartbeats_keep_a_lease_alive_without_writing_to_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_job_survives_a_restart_without_expiring() {
     let s = TestServer::start_with(|c| c.lease_secs = 2).await;
-    s.create_project(&s.admin, "p").await;
-    let runner = s.runner_token().await;
-    s.trigger_build(&s.admin, "p", pipeline(&[("long", &[])]))
-        .await;
-    let c = s.claim(&runner).await.expect("long is claimable");
-    let id = str_field(&c["job"], "id");
-    let lease = str_field(&c, "lease_id");
+    let (runner, id, lease) = one_running_job(&s).await;
     keep_alive(&s, &runner, &id, &lease, Duration::from_millis(600)).await;
 
     // Down for longer than the lease: every renewal and the claim's own lease are out.
