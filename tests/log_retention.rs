@@ -192,7 +192,7 @@ fn a_prune_names_at_most_its_bound_oldest_first_and_only_jobs_that_ran_and_ended
 
     // The oldest MAX_LOGS_PRUNED first, in a commit of a few KiB; then the rest; then nothing.
     assert_eq!(MAX_LOGS_PRUNED, 256);
-    let job_before = log.state.jobs[&ended[0]].clone();
+    let job_before = (*log.state.jobs[&ended[0]]).clone();
     let (first, size) = log.run(Principal::System, prune(at), at);
     assert_eq!(
         first.unwrap(),
@@ -213,7 +213,7 @@ fn a_prune_names_at_most_its_bound_oldest_first_and_only_jobs_that_ran_and_ended
     assert_eq!(log.ok(prune(at), at + 2), vec![]);
 
     // A pruned job is the same job with its log marked gone: no version bump, nothing else.
-    let job_after = log.state.jobs[&ended[0]].clone();
+    let job_after = (*log.state.jobs[&ended[0]]).clone();
     assert_eq!(job_after.log_pruned_at, Some(at));
     assert_eq!(
         reeve::domain::Job {

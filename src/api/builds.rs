@@ -3,6 +3,7 @@
 //! differs, and with it who is admitted and which bucket is spent.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -188,7 +189,12 @@ impl BuildView {
 
     /// A build as the state has it now, with its jobs.
     pub fn full(state: &Domain, b: &Build) -> BuildView {
-        BuildView::with_jobs(b, b.jobs.iter().filter_map(|j| state.jobs.get(j)))
+        BuildView::with_jobs(
+            b,
+            b.jobs
+                .iter()
+                .filter_map(|j| state.jobs.get(j).map(Arc::as_ref)),
+        )
     }
 
     /// A build without its jobs, for listings.
@@ -405,6 +411,7 @@ pub async fn list(
         let mut builds: Vec<&Build> = state
             .builds
             .values()
+            .map(std::sync::Arc::as_ref)
             .filter(|b| b.project == project && before.is_none_or(|c| b.order < c))
             .collect();
         builds.sort_by_key(|b| std::cmp::Reverse(b.order));

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Deserializer, Serialize};
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -276,10 +277,11 @@ pub async fn list_or_lookup(
                 && q.project.as_ref().is_none_or(|p| *p == w.project)
                 && (!active_only || w.is_active)
         };
-        let total = state.watches.values().filter(keep).count();
+        let total = state.watches.values().map(Arc::as_ref).filter(keep).count();
         let mut page: Vec<&Watch> = state
             .watches
             .values()
+            .map(Arc::as_ref)
             .filter(keep)
             .filter(|w| after.is_none_or(|a| w.id > a))
             .take(limit + 1)

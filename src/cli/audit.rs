@@ -15,6 +15,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -358,8 +359,14 @@ fn replay(args: ReplayArgs) -> Result<(), Fail> {
             live_digest: live.as_ref().map(|l| l.digest.clone()),
             projects: wants(Show::Projects)
                 .then(|| state.projects.values().map(ProjectView::from).collect()),
-            watches: wants(Show::Watches)
-                .then(|| state.watches.values().map(WatchView::from).collect()),
+            watches: wants(Show::Watches).then(|| {
+                state
+                    .watches
+                    .values()
+                    .map(Arc::as_ref)
+                    .map(WatchView::from)
+                    .collect()
+            }),
             builds: wants(Show::Builds).then(|| {
                 state
                     .builds
@@ -1009,7 +1016,7 @@ fn watches_table(state: &State, _now: Millis) -> Table {
     let mut t = Table::new(&[
         "ID", "PROJECT", "TO_URI", "EVERY", "ACTIVE", "NEXT RUN", "LAST RUN", "FAILURES",
     ]);
-    for w in state.watches.values() {
+    for w in state.watches.values().map(Arc::as_ref) {
         t.row(vec![
             w.id.to_string(),
             w.project.clone(),
@@ -1031,11 +1038,11 @@ fn builds_table(state: &State, _now: Millis) -> Table {
     let mut t = Table::new(&[
         "ID", "PROJECT", "NUMBER", "STATE", "TRIGGER", "JOBS", "CREATED",
     ]);
-    for b in state.builds.values() {
+    for b in state.builds.values().map(Arc::as_ref) {
         let live = b
             .jobs
             .iter()
-            .filter_map(|j| state.jobs.get(j))
+            .filter_map(|j| state.jobs.get(j).map(Arc::as_ref))
             .filter(|j| j.superseded_by.is_none())
             .count();
         t.row(vec![
@@ -1057,18 +1064,23 @@ fn builds_table(state: &State, _now: Millis) -> Table {
 
 /// Jobs by build (in build order), then in creation order within each build.
 fn jobs_in_order(state: &State) -> impl Iterator<Item = &crate::domain::Job> {
-    state
-        .builds
-        .values()
-        .flat_map(|b| b.jobs.iter().filter_map(|j| state.jobs.get(j)))
+    state.builds.values().flat_map(|b| {
+        b.jobs
+            .iter()
+            .filter_map(|j| state.jobs.get(j).map(Arc::as_ref))
+    })
 }
 
 fn jobs_table(state: &State, _now: Millis) -> Table {
     let mut t = Table::new(&["ID", "BUILD", "NAME", "STATE", "EXIT", "FINISHED", "NOTE"]);
     for j in jobs_in_order(state) {
-        let build = state.builds.get(&j.build_id).map_or_else(String::new, |b| {
-            format!("{}#{}.{}", b.project, b.number, b.restart_counter)
-        });
+        let build = state
+            .builds
+            .get(&j.build_id)
+            .map(Arc::as_ref)
+            .map_or_else(String::new, |b| {
+                format!("{}#{}.{}", b.project, b.number, b.restart_counter)
+            });
         t.row(vec![
             j.id.to_string(),
             build,

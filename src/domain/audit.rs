@@ -3,6 +3,7 @@
 
 use super::{Command, Event, Millis, Plane, Principal, State};
 use crate::log::{Commit, Outcome};
+use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AuditEntry {
@@ -23,12 +24,18 @@ impl AuditEntry {
     pub(super) fn of(state: &State, c: &Commit) -> AuditEntry {
         let body = &c.body;
         let accepted = body.outcome == Outcome::Accepted;
-        let watch_project = |id: &uuid::Uuid| state.watches.get(id).map(|w| w.project.clone());
+        let watch_project = |id: &uuid::Uuid| {
+            state
+                .watches
+                .get(id)
+                .map(Arc::as_ref)
+                .map(|w| w.project.clone())
+        };
         let job_project = |id: &uuid::Uuid| {
             state
                 .jobs
                 .get(id)
-                .and_then(|j| state.builds.get(&j.build_id))
+                .and_then(|j| state.builds.get(&j.build_id).map(Arc::as_ref))
                 .map(|b| b.project.clone())
         };
         // A fire that starts a build leads with the build's events; the watch's comes last.

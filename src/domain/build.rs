@@ -2,6 +2,7 @@
 //! rerun, abort, and the runner protocol (claim, heartbeat, finish, lease expiry) live here.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -263,7 +264,12 @@ fn project_not_found(project: &str) -> Rejection {
 impl State {
     /// The build's state, derived from its jobs that are not superseded.
     pub fn build_state(&self, build: &Build) -> JobState {
-        derived_state(build.jobs.iter().filter_map(|id| self.jobs.get(id)))
+        derived_state(
+            build
+                .jobs
+                .iter()
+                .filter_map(|id| self.jobs.get(id).map(Arc::as_ref)),
+        )
     }
 
     pub fn project_visible(&self, caller: &Caller<'_>, project: &str) -> Result<(), Rejection> {
@@ -284,6 +290,7 @@ impl State {
         self.project_visible(caller, project)?;
         self.builds
             .get(&id)
+            .map(Arc::as_ref)
             .filter(|b| b.project == project)
             .ok_or_else(|| build_not_found(id))
     }
@@ -298,6 +305,7 @@ impl State {
         self.project_visible(caller, project)?;
         self.jobs
             .get(&id)
+            .map(Arc::as_ref)
             .filter(|j| {
                 self.builds
                     .get(&j.build_id)
@@ -319,7 +327,7 @@ impl State {
     pub fn claimable(&self, caller: &Caller<'_>) -> Option<&Job> {
         self.queue
             .values()
-            .filter_map(|id| self.jobs.get(id))
+            .filter_map(|id| self.jobs.get(id).map(Arc::as_ref))
             .find(|j| {
                 j.state == JobState::Queued
                     && j.superseded_by.is_none()
@@ -335,7 +343,7 @@ impl State {
     pub fn expired_leases(&self, at: Millis) -> impl Iterator<Item = &Job> {
         self.leases
             .range(..=(at, Uuid::max()))
-            .filter_map(|(_, id)| self.jobs.get(id))
+            .filter_map(|(_, id)| self.jobs.get(id).map(Arc::as_ref))
             .filter(|j| j.state == JobState::Running)
     }
 
@@ -370,7 +378,7 @@ impl State {
             .get(&id)
             .into_iter()
             .flatten()
-            .filter_map(|c| self.jobs.get(c))
+            .filter_map(|c| self.jobs.get(c).map(Arc::as_ref))
             .filter(|j| j.superseded_by.is_none())
     }
 }
@@ -585,7 +593,7 @@ pub(super) fn restart_build(
         .get(&(build.project.clone(), build.number))
         .into_iter()
         .flatten()
-        .filter_map(|b| state.builds.get(b))
+        .filter_map(|b| state.builds.get(b).map(Arc::as_ref))
         .map(|b| b.restart_counter)
         .max()
         .unwrap_or(build.restart_counter);
@@ -615,7 +623,7 @@ pub(super) fn abort_build(
     let live: Vec<_> = build
         .jobs
         .iter()
-        .filter_map(|j| state.jobs.get(j))
+        .filter_map(|j| state.jobs.get(j).map(Arc::as_ref))
         .filter(|j| j.superseded_by.is_none() && !j.state.is_done())
         .map(|j| (j.id, JobState::Killed, None, Some("aborted".to_string())))
         .collect();
@@ -669,7 +677,12 @@ fn check_retryable<'s>(
             format!("job {id} was already restarted as {by}; restart that one instead"),
         ));
     }
-    if state.builds.get(&job.build_id).is_some_and(|b| b.aborted) {
+    if state
+        .builds
+        .get(&job.build_id)
+        .map(Arc::as_ref)
+        .is_some_and(|b| b.aborted)
+    {
         return Err(Rejection::new(
             409,
             "build_aborted",
@@ -690,13 +703,17 @@ fn check_retryable<'s>(
 }
 
 fn build_names(state: &State, build: Uuid) -> Vec<&str> {
-    state.builds.get(&build).map_or_else(Vec::new, |b| {
-        b.jobs
-            .iter()
-            .filter_map(|j| state.jobs.get(j))
-            .map(|j| j.name.as_str())
-            .collect()
-    })
+    state
+        .builds
+        .get(&build)
+        .map(Arc::as_ref)
+        .map_or_else(Vec::new, |b| {
+            b.jobs
+                .iter()
+                .filter_map(|j| state.jobs.get(j).map(Arc::as_ref))
+                .map(|j| j.name.as_str())
+                .collect()
+        })
 }
 
 pub(super) fn restart_job(
@@ -723,7 +740,7 @@ pub(super) fn restart_job(
         .jobs
         .iter()
         .filter(|j| set.contains(j))
-        .filter_map(|j| state.jobs.get(j))
+        .filter_map(|j| state.jobs.get(j).map(Arc::as_ref))
         .collect();
     if let Some(busy) = members
         .iter()

@@ -89,7 +89,7 @@ impl State {
         }
 
         c.str("jobs");
-        let mut jobs: Vec<(&Uuid, &Job)> = self.jobs.iter().collect();
+        let mut jobs: Vec<(&Uuid, &Job)> = self.jobs.iter().map(|(id, j)| (id, &**j)).collect();
         jobs.sort_unstable_by_key(|(id, _)| **id);
         c.len(jobs.len());
         for (id, j) in jobs {
@@ -590,49 +590,70 @@ mod tests {
 
         let mut s = base.clone();
         let first = s.watches.keys().next().cloned();
-        if let Some(w) = first.and_then(|k| s.watches.get_mut(&k)) {
+        if let Some(w) = first
+            .and_then(|k| s.watches.get_mut(&k))
+            .map(std::sync::Arc::make_mut)
+        {
             w.watch_interval += 0.5;
         }
         changed.push(("watch interval", s.digest()));
 
         let mut s = base.clone();
         let first = s.watches.keys().next().cloned();
-        if let Some(w) = first.and_then(|k| s.watches.get_mut(&k)) {
+        if let Some(w) = first
+            .and_then(|k| s.watches.get_mut(&k))
+            .map(std::sync::Arc::make_mut)
+        {
             w.fires += 1;
         }
         changed.push(("watch fires", s.digest()));
 
         let mut s = base.clone();
         let first = s.watches.keys().next().cloned();
-        if let Some(w) = first.and_then(|k| s.watches.get_mut(&k)) {
+        if let Some(w) = first
+            .and_then(|k| s.watches.get_mut(&k))
+            .map(std::sync::Arc::make_mut)
+        {
             w.reason = None;
         }
         changed.push(("watch reason", s.digest()));
 
         let mut s = base.clone();
         let first = s.builds.keys().next().cloned();
-        if let Some(b) = first.and_then(|k| s.builds.get_mut(&k)) {
+        if let Some(b) = first
+            .and_then(|k| s.builds.get_mut(&k))
+            .map(std::sync::Arc::make_mut)
+        {
             b.aborted = true;
         }
         changed.push(("build aborted", s.digest()));
 
         let mut s = base.clone();
         let first = s.jobs.keys().next().cloned();
-        if let Some(j) = first.and_then(|k| s.jobs.get_mut(&k)) {
+        if let Some(j) = first
+            .and_then(|k| s.jobs.get_mut(&k))
+            .map(std::sync::Arc::make_mut)
+        {
             j.state = JobState::Killed;
         }
         changed.push(("job state", s.digest()));
 
         let mut s = base.clone();
         let first = s.jobs.keys().next().cloned();
-        if let Some(j) = first.and_then(|k| s.jobs.get_mut(&k)) {
+        if let Some(j) = first
+            .and_then(|k| s.jobs.get_mut(&k))
+            .map(std::sync::Arc::make_mut)
+        {
             j.env.insert("K".into(), "V".into());
         }
         changed.push(("job env", s.digest()));
 
         let mut s = base.clone();
         let first = s.jobs.keys().next().cloned();
-        if let Some(j) = first.and_then(|k| s.jobs.get_mut(&k)) {
+        if let Some(j) = first
+            .and_then(|k| s.jobs.get_mut(&k))
+            .map(std::sync::Arc::make_mut)
+        {
             j.log_pruned_at = Some(1);
         }
         changed.push(("job log pruned", s.digest()));

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 // the path to what it touches, so the writer's working copy, the readers' copy and a
 // snapshot's copy cost one state between them, not three.
 use imbl::{HashMap as PMap, OrdMap, OrdSet, Vector};
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -33,14 +34,14 @@ pub struct State {
     pub tokens: OrdMap<Uuid, Token>,
     token_by_hash: PMap<Hash, Uuid>,
     /// Keyed by UUIDv7, so iteration order is creation order.
-    pub watches: OrdMap<Uuid, Watch>,
+    pub watches: OrdMap<Uuid, Arc<Watch>>,
     watches_by_uri: PMap<String, Vec<Uuid>>,
     idempotency: PMap<(Uuid, String), Remembered>,
     idempotency_expiry: Vector<(Millis, Uuid, String)>,
     /// The time of the last commit folded (0 before the first).
     pub head_at: Millis,
-    pub builds: OrdMap<Uuid, Build>,
-    pub jobs: PMap<Uuid, Job>,
+    pub builds: OrdMap<Uuid, Arc<Build>>,
+    pub jobs: PMap<Uuid, Arc<Job>>,
     /// (project, number) → every generation of that build.
     pub(super) builds_by_number: PMap<(String, u64), Vec<Uuid>>,
     /// Job → the jobs whose dependencies name it.
@@ -292,7 +293,7 @@ impl State {
             .get(to_uri)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.watches.get(id))
+            .filter_map(|id| self.watches.get(id).map(Arc::as_ref))
     }
 
     /// Folds one commit into the state. The server runs this live; the replay runs it offline.
@@ -399,7 +400,7 @@ impl State {
                     .push(*id);
                 self.watches.insert(
                     *id,
-                    Watch {
+                    Arc::new(Watch {
                         id: *id,
                         project: project.clone(),
                         source: source.clone(),
@@ -419,7 +420,7 @@ impl State {
                         skipped_overlap: 0,
                         missed: 0,
                         version: 1,
-                    },
+                    }),
                 );
                 self.reschedule(*id, None);
             }
@@ -431,8 +432,12 @@ impl State {
                 instruction,
                 next_run_at,
             } => {
-                let before = self.watches.get(id).and_then(|w| w.next_run_at);
-                if let Some(w) = self.watches.get_mut(id) {
+                let before = self
+                    .watches
+                    .get(id)
+                    .map(Arc::as_ref)
+                    .and_then(|w| w.next_run_at);
+                if let Some(w) = self.watches.get_mut(id).map(Arc::make_mut) {
                     // Resuming starts a new streak: the failures that paused it are history.
                     if *is_active == Some(true) && !w.is_active {
                         w.consecutive_failures = 0;
@@ -471,7 +476,7 @@ impl State {
                 }
             }
             Event::WatchFired { id, manual, missed } => {
-                if let Some(w) = self.watches.get_mut(id) {
+                if let Some(w) = self.watches.get_mut(id).map(Arc::make_mut) {
                     w.last_run = Some(super::LastRun {
                         at,
                         build_id: None,
@@ -490,12 +495,16 @@ impl State {
                 build_id,
                 next_run_at,
             } => {
-                let before = self.watches.get(id).and_then(|w| w.next_run_at);
-                let outcome = match build_id.and_then(|b| self.builds.get(&b)) {
+                let before = self
+                    .watches
+                    .get(id)
+                    .map(Arc::as_ref)
+                    .and_then(|w| w.next_run_at);
+                let outcome = match build_id.and_then(|b| self.builds.get(&b).map(Arc::as_ref)) {
                     Some(b) => super::RunOutcome::Build(self.build_state(b)),
                     None => super::RunOutcome::Triggered,
                 };
-                if let Some(w) = self.watches.get_mut(id) {
+                if let Some(w) = self.watches.get_mut(id).map(Arc::make_mut) {
                     w.last_run = Some(super::LastRun {
                         at,
                         build_id: *build_id,
@@ -513,15 +522,19 @@ impl State {
                 self.reschedule(*id, before);
             }
             Event::WatchPipelineSet { id, pipeline } => {
-                if let Some(w) = self.watches.get_mut(id) {
+                if let Some(w) = self.watches.get_mut(id).map(Arc::make_mut) {
                     w.pipeline = pipeline.clone();
                     w.updated_at = at;
                     w.version += 1;
                 }
             }
             Event::WatchSkipped { id, next_run_at } => {
-                let before = self.watches.get(id).and_then(|w| w.next_run_at);
-                if let Some(w) = self.watches.get_mut(id) {
+                let before = self
+                    .watches
+                    .get(id)
+                    .map(Arc::as_ref)
+                    .and_then(|w| w.next_run_at);
+                if let Some(w) = self.watches.get_mut(id).map(Arc::make_mut) {
                     w.skipped_overlap += 1;
                     w.next_run_at = Some(*next_run_at);
                 }
@@ -561,7 +574,7 @@ impl State {
                     .push(*id);
                 self.builds.insert(
                     *id,
-                    Build {
+                    Arc::new(Build {
                         id: *id,
                         project: project.clone(),
                         number: *number,
@@ -576,7 +589,7 @@ impl State {
                         jobs: Vec::new(),
                         order: self.builds.len() as u64 + 1,
                         version: 0,
-                    },
+                    }),
                 );
                 self.add_job(
                     at,
@@ -602,7 +615,7 @@ impl State {
                     .and_then(|b| b.jobs.first().copied());
                 if let Some(cj) = create_jobs {
                     self.end_job(at, cj, JobState::Finished, None, None);
-                    if let Some(j) = self.jobs.get_mut(&cj) {
+                    if let Some(j) = self.jobs.get_mut(&cj).map(Arc::make_mut) {
                         j.started_at.get_or_insert(at);
                     }
                 }
@@ -611,7 +624,7 @@ impl State {
                 }
             }
             Event::BuildAborted { id } => {
-                if let Some(b) = self.builds.get_mut(id) {
+                if let Some(b) = self.builds.get_mut(id).map(Arc::make_mut) {
                     b.aborted = true;
                     b.version += 1;
                 }
@@ -623,14 +636,17 @@ impl State {
             } => {
                 for clone in clones {
                     self.add_job(at, *build_id, clone);
-                    if let Some(orig) = clone.cloned_from.and_then(|o| self.jobs.get_mut(&o)) {
+                    if let Some(orig) = clone
+                        .cloned_from
+                        .and_then(|o| self.jobs.get_mut(&o).map(Arc::make_mut))
+                    {
                         orig.superseded_by = Some(clone.id);
                         orig.version += 1;
                     }
                 }
                 self.follow_watch_build(at, *build_id);
                 for r in relinks {
-                    if let Some(child) = self.jobs.get_mut(&r.job) {
+                    if let Some(child) = self.jobs.get_mut(&r.job).map(Arc::make_mut) {
                         for d in child.depends_on.iter_mut().filter(|d| d.job_id == r.from) {
                             d.job_id = r.to;
                             d.job = r.name.clone();
@@ -648,7 +664,7 @@ impl State {
                 lease_id,
                 lease_expires_at,
             } => {
-                if let Some(j) = self.jobs.get_mut(id) {
+                if let Some(j) = self.jobs.get_mut(id).map(Arc::make_mut) {
                     self.queue.remove(&j.order);
                     j.state = JobState::Running;
                     j.started_at = Some(at);
@@ -667,7 +683,12 @@ impl State {
                 id,
                 lease_expires_at,
             } => {
-                if let Some(lease) = self.jobs.get_mut(id).and_then(|j| j.lease.as_mut()) {
+                if let Some(lease) = self
+                    .jobs
+                    .get_mut(id)
+                    .map(Arc::make_mut)
+                    .and_then(|j| j.lease.as_mut())
+                {
                     self.leases.remove(&(lease.expires_at, *id));
                     lease.expires_at = *lease_expires_at;
                     self.leases.insert((*lease_expires_at, *id));
@@ -681,7 +702,7 @@ impl State {
             } => self.end_job(at, *id, *state, *exit_code, message.clone()),
             Event::JobLogsPruned { jobs, .. } => {
                 for id in jobs {
-                    if let Some(j) = self.jobs.get_mut(id) {
+                    if let Some(j) = self.jobs.get_mut(id).map(Arc::make_mut) {
                         if let Some(ended) = j.finished_at {
                             self.log_expiry.remove(&(ended, *id));
                         }
@@ -701,7 +722,7 @@ impl State {
     pub fn failing_watches(&self, limit: u32) -> impl Iterator<Item = &Watch> {
         self.struggling
             .iter()
-            .filter_map(|id| self.watches.get(id))
+            .filter_map(|id| self.watches.get(id).map(Arc::as_ref))
             .filter(move |w| w.is_active && w.consecutive_failures >= limit)
     }
 
@@ -715,7 +736,7 @@ impl State {
         if let Some(at) = before {
             self.schedule.remove(&(at, id));
         }
-        if let Some(w) = self.watches.get(&id)
+        if let Some(w) = self.watches.get(&id).map(Arc::as_ref)
             && w.is_active
             && let Some(at) = w.next_run_at
         {
@@ -726,14 +747,14 @@ impl State {
     /// A watch's last run follows the build it started; its failures in a row are counted
     /// as that build ends (and uncounted if a restart reopens it).
     fn follow_watch_build(&mut self, at: Millis, build_id: Uuid) {
-        let Some(build) = self.builds.get(&build_id) else {
+        let Some(build) = self.builds.get(&build_id).map(Arc::as_ref) else {
             return;
         };
         let super::Trigger::Watch(watch_id) = build.trigger else {
             return;
         };
         let now = super::RunOutcome::Build(self.build_state(build));
-        let Some(w) = self.watches.get_mut(&watch_id) else {
+        let Some(w) = self.watches.get_mut(&watch_id).map(Arc::make_mut) else {
             return;
         };
         let Some(run) = w.last_run.as_mut().filter(|r| r.build_id == Some(build_id)) else {
@@ -762,7 +783,7 @@ impl State {
     }
 
     fn touch_build(&mut self, id: Uuid) {
-        if let Some(b) = self.builds.get_mut(&id) {
+        if let Some(b) = self.builds.get_mut(&id).map(Arc::make_mut) {
             b.version += 1;
         }
     }
@@ -775,7 +796,7 @@ impl State {
         self.queue.insert(self.job_order, job.id);
         self.jobs.insert(
             job.id,
-            Job {
+            Arc::new(Job {
                 id: job.id,
                 build_id,
                 name: job.name.clone(),
@@ -795,9 +816,9 @@ impl State {
                 order: self.job_order,
                 version: 1,
                 log_pruned_at: None,
-            },
+            }),
         );
-        if let Some(b) = self.builds.get_mut(&build_id) {
+        if let Some(b) = self.builds.get_mut(&build_id).map(Arc::make_mut) {
             b.jobs.push(job.id);
             b.version += 1;
         }
@@ -811,7 +832,7 @@ impl State {
         exit_code: Option<i32>,
         message: Option<String>,
     ) {
-        let Some(j) = self.jobs.get_mut(&id) else {
+        let Some(j) = self.jobs.get_mut(&id).map(Arc::make_mut) else {
             return;
         };
         self.queue.remove(&j.order);
@@ -837,11 +858,11 @@ impl State {
 
     /// A build with its jobs, as a reply.
     fn build_reply(&self, id: Uuid) -> Option<Reply> {
-        let b = self.builds.get(&id)?;
+        let b = self.builds.get(&id).map(Arc::as_ref)?;
         let jobs = b
             .jobs
             .iter()
-            .filter_map(|j| self.jobs.get(j))
+            .filter_map(|j| self.jobs.get(j).map(Arc::as_ref))
             .cloned()
             .collect();
         Some(Reply::Build(Box::new(b.clone()), jobs))
@@ -900,7 +921,7 @@ impl State {
             Command::RerunJob { .. } => events.iter().find_map(|e| match e {
                 Event::JobsCloned { clones, .. } => clones
                     .first()
-                    .and_then(|n| self.jobs.get(&n.id))
+                    .and_then(|n| self.jobs.get(&n.id).map(Arc::as_ref))
                     .map(|j| Reply::Job(Box::new(j.clone()))),
                 _ => None,
             }),
@@ -910,8 +931,8 @@ impl State {
                     lease_id,
                     lease_expires_at,
                 } => {
-                    let job = self.jobs.get(id)?;
-                    let build = self.builds.get(&job.build_id)?;
+                    let job = self.jobs.get(id).map(Arc::as_ref)?;
+                    let build = self.builds.get(&job.build_id).map(Arc::as_ref)?;
                     Some(Reply::Claimed {
                         job: Box::new(job.clone()),
                         build: Box::new(build.clone()),
@@ -921,13 +942,20 @@ impl State {
                 }
                 _ => None,
             }),
-            Command::Heartbeat { job, .. } => self.jobs.get(job).map(|j| Reply::Heartbeat {
-                abort: j.state != JobState::Running,
-                lease_expires_at: j.lease.as_ref().map_or(0, |l| l.expires_at),
-            }),
-            Command::FinishJob { job, .. } | Command::ExpandJobs { job, .. } => {
-                self.jobs.get(job).map(|j| Reply::Job(Box::new(j.clone())))
+            Command::Heartbeat { job, .. } => {
+                self.jobs
+                    .get(job)
+                    .map(Arc::as_ref)
+                    .map(|j| Reply::Heartbeat {
+                        abort: j.state != JobState::Running,
+                        lease_expires_at: j.lease.as_ref().map_or(0, |l| l.expires_at),
+                    })
             }
+            Command::FinishJob { job, .. } | Command::ExpandJobs { job, .. } => self
+                .jobs
+                .get(job)
+                .map(Arc::as_ref)
+                .map(|j| Reply::Job(Box::new(j.clone()))),
             Command::UpdateProject { id, .. } => self.projects.get(id).cloned().map(Reply::Project),
             Command::PruneJobLogs { .. } => Some(Reply::LogsPruned {
                 jobs: events
@@ -944,19 +972,24 @@ impl State {
                 events.iter().find_map(|e| match e {
                     Event::WatchCreated { id, .. }
                     | Event::WatchUpdated { id, .. }
-                    | Event::WatchPipelineSet { id, .. } => {
-                        self.watches.get(id).cloned().map(Reply::Watch)
-                    }
+                    | Event::WatchPipelineSet { id, .. } => self
+                        .watches
+                        .get(id)
+                        .map(Arc::as_ref)
+                        .cloned()
+                        .map(Reply::Watch),
                     _ => None,
                 })
             }
             Command::TriggerWatch { .. } => events.iter().find_map(|e| match e {
-                Event::WatchRan { id, .. } | Event::WatchFired { id, .. } => {
-                    self.watches.get(id).map(|w| Reply::WatchTriggered {
+                Event::WatchRan { id, .. } | Event::WatchFired { id, .. } => self
+                    .watches
+                    .get(id)
+                    .map(Arc::as_ref)
+                    .map(|w| Reply::WatchTriggered {
                         id: *id,
                         to_uri: w.to_uri.clone(),
-                    })
-                }
+                    }),
                 _ => None,
             }),
             _ => match events.first() {
@@ -969,18 +1002,24 @@ impl State {
                 Some(Event::TokenRevoked { id }) => {
                     self.tokens.get(id).cloned().map(Reply::TokenRevoked)
                 }
-                Some(Event::WatchCreated { id, .. } | Event::WatchUpdated { id, .. }) => {
-                    self.watches.get(id).cloned().map(Reply::Watch)
-                }
+                Some(Event::WatchCreated { id, .. } | Event::WatchUpdated { id, .. }) => self
+                    .watches
+                    .get(id)
+                    .map(Arc::as_ref)
+                    .cloned()
+                    .map(Reply::Watch),
                 Some(Event::WatchDeleted { id, to_uri, .. }) => Some(Reply::WatchDeleted {
                     id: *id,
                     to_uri: to_uri.clone(),
                 }),
                 Some(Event::WatchFired { id, .. }) => {
-                    self.watches.get(id).map(|w| Reply::WatchTriggered {
-                        id: *id,
-                        to_uri: w.to_uri.clone(),
-                    })
+                    self.watches
+                        .get(id)
+                        .map(Arc::as_ref)
+                        .map(|w| Reply::WatchTriggered {
+                            id: *id,
+                            to_uri: w.to_uri.clone(),
+                        })
                 }
                 _ => None,
             },

@@ -1,6 +1,7 @@
 //! Watches: recurring triggers that re-run a pipeline for a `source` into a `to_uri`.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use uuid::Uuid;
 
 use super::Pipeline;
@@ -221,6 +222,7 @@ impl State {
             .map(|id| {
                 self.watches
                     .get(&id)
+                    .map(Arc::as_ref)
                     .filter(in_scope)
                     .ok_or_else(|| not_found(key))
             })
@@ -437,7 +439,7 @@ pub(super) fn trigger(
 /// A scheduled fire. Fixed-rate: the next run moves on from the one that was due by whole
 /// intervals, however late this fire is; the intervals that passed unfired are `missed`.
 pub(super) fn fire_scheduled(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, Rejection> {
-    let w = state.watches.get(&id).ok_or_else(|| {
+    let w = state.watches.get(&id).map(Arc::as_ref).ok_or_else(|| {
         Rejection::new(
             404,
             "watch_not_found",
@@ -469,7 +471,7 @@ pub(super) fn fire_scheduled(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<E
         .last_run
         .as_ref()
         .and_then(|r| r.build_id)
-        .and_then(|b| state.builds.get(&b))
+        .and_then(|b| state.builds.get(&b).map(Arc::as_ref))
         .is_some_and(|b| state.build_state(b) == JobState::Running);
     if previous_running {
         return Ok(vec![Event::WatchSkipped { id, next_run_at }]);
@@ -490,7 +492,7 @@ pub(super) fn fire_scheduled(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<E
 
 /// At the failure limit a watch pauses itself, saying why.
 pub(super) fn pause_failing(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, Rejection> {
-    let w = state.watches.get(&id).ok_or_else(|| {
+    let w = state.watches.get(&id).map(Arc::as_ref).ok_or_else(|| {
         Rejection::new(
             404,
             "watch_not_found",

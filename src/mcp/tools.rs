@@ -989,6 +989,7 @@ impl Tools {
                     let matching: Vec<&Watch> = state
                         .watches
                         .values()
+                        .map(std::sync::Arc::as_ref)
                         .filter(|w| {
                             caller.sees_project(&w.project)
                                 && a.project.as_ref().is_none_or(|p| *p == w.project)
