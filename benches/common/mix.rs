@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use reeve::control::{Control, Options, Submission};
 use reeve::domain::{
-    Accept, Caller, Command, Dependency, JobSpec, JobState, NewWatch, Pipeline, Plane, Principal,
-    Reply, WatchKey, WatchPatch,
+    Accept, Caller, Command, Dependency, JobSpec, JobState, NewWatch, Pipeline, Principal, Reply,
+    WatchKey, WatchPatch,
 };
 use reeve::log::SyncMode;
 
@@ -32,16 +32,6 @@ pub const PROJECT: &str = "docs";
 /// started on a written log — even one cached for months — has nothing due: what it does at
 /// start and under load is the history's cost, not a catch-up of the scheduler.
 const WATCH_INTERVAL_MINUTES: f64 = 525_600.0;
-
-fn submission(command: Command) -> Submission {
-    Submission {
-        principal: Principal::System,
-        plane: Plane::System,
-        request_id: String::new(),
-        idempotency_key: None,
-        command,
-    }
-}
 
 fn pipeline() -> Pipeline {
     let job = |name: &str, after: Option<&str>| JobSpec {
@@ -134,14 +124,14 @@ async fn run_ready_jobs(control: &Control, n: usize) {
             return;
         }
         let claimed = control
-            .submit(submission(Command::ClaimJob { labels: vec![] }))
+            .submit(Submission::system(Command::ClaimJob { labels: vec![] }))
             .await
             .expect("claim");
         let Ok(Reply::Claimed { job, lease_id, .. }) = claimed.result else {
             return;
         };
         control
-            .submit(submission(Command::FinishJob {
+            .submit(Submission::system(Command::FinishJob {
                 job: job.id,
                 lease_id,
                 state: JobState::Finished,
@@ -170,7 +160,7 @@ pub fn write(dir: &Path, total: u64) -> f64 {
             .expect("open"),
         );
         control
-            .submit(submission(Command::CreateProject {
+            .submit(Submission::system(Command::CreateProject {
                 id: PROJECT.into(),
                 name: None,
             }))
@@ -185,7 +175,10 @@ pub fn write(dir: &Path, total: u64) -> f64 {
                 while control.state().head_seq < total {
                     let cmd = command(i);
                     let runs = matches!(cmd, Command::TriggerBuild { .. });
-                    control.submit(submission(cmd)).await.expect("submit");
+                    control
+                        .submit(Submission::system(cmd))
+                        .await
+                        .expect("submit");
                     if runs {
                         run_ready_jobs(&control, 3).await;
                     }

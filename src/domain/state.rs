@@ -432,11 +432,7 @@ impl State {
                 instruction,
                 next_run_at,
             } => {
-                let before = self
-                    .watches
-                    .get(id)
-                    .map(Arc::as_ref)
-                    .and_then(|w| w.next_run_at);
+                let before = self.watches.get(id).and_then(|w| w.next_run_at);
                 if let Some(w) = self.watches.get_mut(id).map(Arc::make_mut) {
                     // Resuming starts a new streak: the failures that paused it are history.
                     if *is_active == Some(true) && !w.is_active {
@@ -495,11 +491,7 @@ impl State {
                 build_id,
                 next_run_at,
             } => {
-                let before = self
-                    .watches
-                    .get(id)
-                    .map(Arc::as_ref)
-                    .and_then(|w| w.next_run_at);
+                let before = self.watches.get(id).and_then(|w| w.next_run_at);
                 let outcome = match build_id.and_then(|b| self.builds.get(&b).map(Arc::as_ref)) {
                     Some(b) => super::RunOutcome::Build(self.build_state(b)),
                     None => super::RunOutcome::Triggered,
@@ -529,11 +521,7 @@ impl State {
                 }
             }
             Event::WatchSkipped { id, next_run_at } => {
-                let before = self
-                    .watches
-                    .get(id)
-                    .map(Arc::as_ref)
-                    .and_then(|w| w.next_run_at);
+                let before = self.watches.get(id).and_then(|w| w.next_run_at);
                 if let Some(w) = self.watches.get_mut(id).map(Arc::make_mut) {
                     w.skipped_overlap += 1;
                     w.next_run_at = Some(*next_run_at);
