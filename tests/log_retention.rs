@@ -546,6 +546,13 @@ async fn pruned_output_stays_gone_across_a_restart_and_left_over_chunks_are_dele
     .await;
     assert_problem(&late, 410, "log_pruned");
 
+    // Both jobs end within moments of each other, so one pass or two may prune them.
+    let trail = prunes(&s).await;
+    assert!(
+        (1..=2).contains(&trail.len()),
+        "one prune commit per pass that found work: {trail:#?}"
+    );
+
     // The chunks are gone from the data dir, not only hidden.
     s.shutdown().await;
     let id = Uuid::parse_str(&gone.0).unwrap();
@@ -570,7 +577,11 @@ async fn pruned_output_stays_gone_across_a_restart_and_left_over_chunks_are_dele
         job,
         "the job's record is kept"
     );
-    assert_eq!(prunes(&s).await.len(), 1, "its audit trail is kept");
+    assert_eq!(
+        prunes(&s).await,
+        trail,
+        "its audit trail is kept, and nothing is pruned again"
+    );
     s.shutdown().await;
     let store = Store::open(&s.data_dir(), SyncMode::Durable).expect("the data dir opens");
     assert_eq!(
