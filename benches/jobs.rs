@@ -118,6 +118,7 @@ fn decide_restart(c: &mut Criterion) {
         new_id: Uuid::now_v7(),
         rules: Rules::default(),
         renewals: Default::default(),
+        cold_prunable: Vec::new(),
     };
     let cmd = Command::RestartJob {
         project: "p".into(),

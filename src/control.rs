@@ -70,6 +70,8 @@ pub enum ControlError {
     WriteFailed(String),
     #[error("reeve is shutting down; the command was not recorded")]
     Closed,
+    #[error("a build this command names left memory and could not be read back ({0}); the command was not recorded")]
+    History(String),
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -270,37 +272,51 @@ fn now_ms() -> Millis {
 /// Rebuilds the state from every commit in the store, verifying the chain on the way. A
 /// record that does not decode or chain is damage, named by its seq.
 pub fn replay(store: &Store) -> Result<State, LogError> {
-    fold_tail(store, State::default(), None)
+    fold_tail(store, State::default(), Written::default())
 }
 
 /// Audit entries written to the index at a time while a fold rebuilds it.
 const INDEX_BATCH: usize = 8192;
 
-/// Folds every commit after `state`'s head into it, checking that they chain from that head.
-/// With `indexed_through`, the audit entries of the commits after that seq are written to the
-/// audit index on the way (it is behind the log after a crash, or in a data dir written
-/// before the index existed).
-fn fold_tail(
-    store: &Store,
-    mut state: State,
-    indexed_through: Option<u64>,
-) -> Result<State, LogError> {
+/// How far the derived trees on disk hold what the commits asked of them: the fold writes
+/// what comes after (they are behind the log after a crash, or in a data dir written before
+/// they existed). `None`: write nothing.
+#[derive(Clone, Copy, Debug, Default)]
+struct Written {
+    audit: Option<u64>,
+    cold: Option<u64>,
+}
+
+/// Folds every commit after `state`'s head into it, checking that they chain from that head,
+/// and writes the audit entries and cold builds of the commits after what `written` says.
+fn fold_tail(store: &Store, mut state: State, written: Written) -> Result<State, LogError> {
     let mut verifier = Verifier {
         head_seq: state.head_seq,
         head_hash: state.head_hash,
     };
     let mut entries = Vec::new();
+    let mut cold = Vec::new();
+    let mut ops = Vec::new();
     for commit in store.scan(state.head_seq + 1) {
         let checked = commit.and_then(|c| verifier.check(&c).map(|()| c));
         match checked {
             Ok(c) => {
-                let entry = state.apply(&c);
-                if indexed_through.is_some_and(|through| c.seq > through) {
+                let entry = state.apply_with(&c, &mut ops);
+                if written.audit.is_some_and(|through| c.seq > through) {
                     entries.push(entry);
                     if entries.len() >= INDEX_BATCH {
                         store.index_audit(&entries)?;
                         entries.clear();
                     }
+                }
+                if written.cold.is_some_and(|through| c.seq > through) {
+                    cold.extend(ops.drain(..).map(|op| (c.seq, op)));
+                    if cold.len() >= INDEX_BATCH {
+                        store.write_cold(&cold, c.seq)?;
+                        cold.clear();
+                    }
+                } else {
+                    ops.clear();
                 }
             }
             Err(LogError::Corrupt { seq, why }) => return Err(store.damaged_at(seq, why)),
@@ -308,6 +324,12 @@ fn fold_tail(
         }
     }
     store.index_audit(&entries)?;
+    if written
+        .cold
+        .is_some_and(|through| state.head_seq > through)
+    {
+        store.write_cold(&cold, state.head_seq)?;
+    }
     Ok(state)
 }
 
@@ -341,14 +363,19 @@ pub fn restore(store: &Store, dir: &Path) -> Result<(State, u64), LogError> {
         }
         Err(e) => return Err(e),
     };
+    let cold = store.cold_through()?;
+    let written = Written {
+        audit: Some(indexed),
+        cold: Some(cold),
+    };
     for (_, path) in snapshots {
         let loading = std::time::Instant::now();
-        match load_snapshot(store, &path, last, indexed) {
+        match load_snapshot(store, &path, last, indexed.min(cold)) {
             Ok(state) => {
                 let seq = state.head_seq;
                 let load_ms = loading.elapsed().as_millis() as u64;
                 let started = std::time::Instant::now();
-                let state = fold_tail(store, state, Some(indexed))?;
+                let state = fold_tail(store, state, written)?;
                 tracing::info!(
                     snapshot = %path.display(),
                     seq,
@@ -372,7 +399,7 @@ pub fn restore(store: &Store, dir: &Path) -> Result<(State, u64), LogError> {
             "the audit index is behind the log; it is rebuilt while the log is folded"
         );
     }
-    Ok((fold_tail(store, State::default(), Some(indexed))?, 0))
+    Ok((fold_tail(store, State::default(), written)?, 0))
 }
 
 /// A snapshot's state, if it can be trusted as the state at a commit the log holds.
@@ -392,10 +419,10 @@ fn load_snapshot(store: &Store, path: &Path, last: u64, indexed: u64) -> Result<
         ));
     }
     if snap.seq > indexed {
-        // The entries between the index's end and the snapshot could only be rebuilt by
-        // folding the commits before the snapshot.
+        // The audit entries and cold builds between what sled holds and the snapshot could
+        // only be written again by folding the commits before the snapshot.
         return Err(format!(
-            "it was taken at seq {}, but the audit index on disk ends at {indexed}",
+            "it was taken at seq {}, but the audit index and cold builds on disk end at {indexed}",
             snap.seq
         ));
     }
@@ -643,6 +670,7 @@ struct Sealed {
     seq: u64,
     record: Vec<u8>,
     entry: AuditEntry,
+    cold: Vec<domain::ColdOp>,
 }
 
 enum Answer {
@@ -789,6 +817,22 @@ impl Writer {
             }
             _ => HashMap::new(),
         };
+        // A command about an ended build that left memory is decided with it back in memory
+        // (so it reads as it did before the build left); a commit that changes it carries it.
+        let history: &dyn domain::History = &*self.store;
+        let recalled = match domain::to_recall(&self.working, history, &s.command) {
+            Ok(r) => r,
+            Err(why) => return (Answer::Failed(ControlError::History(why)), None),
+        };
+        let cold_prunable = match &s.command {
+            Command::PruneJobLogs { before } => {
+                match history.cold_prunable(*before, domain::MAX_LOGS_PRUNED) {
+                    Ok(jobs) => jobs,
+                    Err(why) => return (Answer::Failed(ControlError::History(why)), None),
+                }
+            }
+            _ => Vec::new(),
+        };
         let ctx = Ctx {
             at,
             principal: s.principal,
@@ -796,14 +840,23 @@ impl Writer {
             new_id: Uuid::now_v7(),
             rules: self.rules,
             renewals,
+            cold_prunable,
         };
+        let tentative = (!recalled.is_empty()).then(|| self.working.with_recalled(&recalled));
+        let judge = tentative.as_ref().unwrap_or(&self.working);
         let decided = match &s.idempotency_key {
-            Some(key) => self
-                .working
-                .idempotency_conflict(s.principal, key, &s.command),
+            Some(key) => judge.idempotency_conflict(s.principal, key, &s.command),
             None => Ok(()),
         }
-        .and_then(|()| domain::decide(&self.working, &s.command, &ctx));
+        .and_then(|()| domain::decide(judge, &s.command, &ctx))
+        .map(|mut events| {
+            let back = judge.recalls_needed(&recalled, &events);
+            if !back.is_empty() {
+                events.insert(0, Event::BuildsRecalled { builds: back });
+            }
+            events
+        });
+        drop(tentative);
         if let Err(r) = &decided
             && self.coalesced(&s, r, at)
         {
@@ -846,11 +899,17 @@ impl Writer {
         let seq = self.working.head_seq + 1;
         match Commit::seal(seq, self.working.head_hash, body) {
             Ok((commit, record)) => {
-                let entry = self.working.apply(&commit);
+                let mut cold = Vec::new();
+                let entry = self.working.apply_with(&commit, &mut cold);
                 let reply = self.working.reply_for(&commit);
                 (
                     Answer::Committed(seq, reply),
-                    Some(Sealed { seq, record, entry }),
+                    Some(Sealed {
+                        seq,
+                        record,
+                        entry,
+                        cold,
+                    }),
                 )
             }
             Err(e) => (Answer::Failed(e.into()), None),
@@ -891,11 +950,13 @@ impl Writer {
     fn commit_group(&mut self, pending: Vec<(Processed, ReplyTo)>) {
         let mut records = Vec::new();
         let mut entries = Vec::new();
+        let mut cold = Vec::new();
         let mut answers = Vec::with_capacity(pending.len());
         for ((answer, sealed), reply_to) in pending {
             if let Some(s) = sealed {
                 records.push((s.seq, s.record));
                 entries.push(s.entry);
+                cold.extend(s.cold.into_iter().map(|op| (s.seq, op)));
             }
             answers.push((answer, reply_to));
         }
@@ -903,7 +964,7 @@ impl Writer {
         let written = if records.is_empty() {
             Ok(())
         } else {
-            self.store.append(records, entries)
+            self.store.append(records, entries, cold)
         };
         match written {
             Ok(()) => {

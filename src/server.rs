@@ -431,7 +431,14 @@ async fn prune_pass(
             return true;
         }
         let before = api::now_ms().saturating_sub(retention);
-        if control.state().prunable_logs(before).next().is_none() {
+        let cold_due = match crate::domain::History::cold_prunable(control.store(), before, 1) {
+            Ok(jobs) => !jobs.is_empty(),
+            Err(why) => {
+                tracing::error!(%why, "job log retention could not read the jobs kept on disk");
+                false
+            }
+        };
+        if !cold_due && control.state().prunable_logs(before).next().is_none() {
             return true;
         }
         let submitted = control

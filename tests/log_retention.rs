@@ -60,6 +60,7 @@ impl Log {
             new_id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + (self.n << 32)),
             rules: Rules::default(),
             renewals: Default::default(),
+            cold_prunable: Vec::new(),
         };
         let decided = decide(&self.state, &command, &ctx);
         let (outcome, events) = match &decided {

@@ -159,7 +159,7 @@ pub struct BuildView {
 }
 
 impl BuildView {
-    fn new(state: JobState, b: &Build, jobs: Option<Vec<JobView>>) -> BuildView {
+    pub fn new(state: JobState, b: &Build, jobs: Option<Vec<JobView>>) -> BuildView {
         BuildView {
             id: b.id,
             project: b.project.clone(),
@@ -185,6 +185,11 @@ impl BuildView {
     pub fn with_jobs<'a>(b: &Build, jobs: impl IntoIterator<Item = &'a Job> + Clone) -> BuildView {
         let views = jobs.clone().into_iter().map(JobView::from).collect();
         BuildView::new(derived_state(jobs), b, Some(views))
+    }
+
+    /// A build with its jobs, as memory or the store has it.
+    pub fn of(b: &crate::domain::ColdBuild) -> BuildView {
+        BuildView::with_jobs(&b.build, b.jobs.iter())
     }
 
     /// A build as the state has it now, with its jobs.
@@ -407,23 +412,15 @@ pub async fn list(
         })
         .transpose()?;
     read(&app, &headers, |state, caller| {
-        state.project_visible(caller, &project)?;
-        let mut builds: Vec<&Build> = state
-            .builds
-            .values()
-            .map(std::sync::Arc::as_ref)
-            .filter(|b| b.project == project && before.is_none_or(|c| b.order < c))
-            .collect();
-        builds.sort_by_key(|b| std::cmp::Reverse(b.order));
-        let more = builds.len() > limit;
-        builds.truncate(limit);
+        let (builds, more) =
+            state.builds_page(app.control.store(), caller, &project, before, limit)?;
         let next_cursor = more
-            .then(|| builds.last().map(|b| b.order.to_string()))
+            .then(|| builds.last().map(|(b, _)| b.order.to_string()))
             .flatten();
         Ok(Json(BuildList {
             builds: builds
                 .into_iter()
-                .map(|b| BuildView::summary(state, b))
+                .map(|(b, s)| BuildView::new(s, &b, None))
                 .collect(),
             next_cursor,
         })
@@ -447,8 +444,8 @@ pub async fn show(
 ) -> Result<Response, Problem> {
     read(&app, &headers, |state, caller| {
         let id = parse_id(&raw, "build")?;
-        let b = state.visible_build(caller, &project, id)?;
-        Ok(build_response(StatusCode::OK, BuildView::full(state, b)))
+        let b = state.find_build(app.control.store(), caller, &project, id)?;
+        Ok(build_response(StatusCode::OK, BuildView::of(&b)))
     })
 }
 
@@ -468,8 +465,8 @@ pub async fn show_job(
 ) -> Result<Response, Problem> {
     read(&app, &headers, |state, caller| {
         let id = parse_id(&raw, "job")?;
-        let j = state.visible_job(caller, &project, id)?;
-        Ok((StatusCode::OK, [etag(j.version)], Json(JobView::from(j))).into_response())
+        let j = state.find_job(app.control.store(), caller, &project, id)?;
+        Ok((StatusCode::OK, [etag(j.version)], Json(JobView::from(&j))).into_response())
     })
 }
 
@@ -710,7 +707,7 @@ pub async fn job_log(
     let Query(q) = q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
     let id = read(&app, &headers, |state, caller| {
         let id = parse_id(&raw, "job")?;
-        crate::domain::log_readable(state.visible_job(caller, &project, id)?)?;
+        crate::domain::log_readable(&state.find_job(app.control.store(), caller, &project, id)?)?;
         Ok(id)
     })?;
     let unreadable =

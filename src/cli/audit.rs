@@ -27,7 +27,7 @@ use crate::api::projects::ProjectView;
 use crate::api::rfc3339;
 use crate::api::tokens::TokenView;
 use crate::api::watches::WatchView;
-use crate::domain::{DIGEST_ALGORITHM, Millis, Plane, State};
+use crate::domain::{ColdBuild, ColdOp, DIGEST_ALGORITHM, Millis, Plane, State};
 use crate::log::{Commit, LogError, Store, Verifier};
 
 #[derive(Args, Debug)]
@@ -319,6 +319,10 @@ fn replay(args: ReplayArgs) -> Result<(), Fail> {
     let mut check = Checker::default();
     let mut state = State::default();
     let mut head_at = None;
+    // The builds the fold sends out of memory, kept here so that the replay shows all of
+    // history and can check that every build a commit brings back is the one that left.
+    let mut cold: std::collections::BTreeMap<uuid::Uuid, ColdBuild> = Default::default();
+    let mut ops = Vec::new();
     src.each(until_seq, &mut |seq, record| {
         if until_seq.is_some_and(|u| seq > u) {
             return Ok(false);
@@ -328,10 +332,20 @@ fn replay(args: ReplayArgs) -> Result<(), Fail> {
             return Ok(false);
         }
         head_at = Some(commit.body.at);
-        state.apply(&commit);
+        state.apply_with(&commit, &mut ops);
+        for op in ops.drain(..) {
+            track_cold(&mut cold, &commit, op)?;
+        }
         progress.tick(seq);
         Ok(true)
     })?;
+    let mut all_builds: Vec<ColdBuild> = state
+        .builds
+        .values()
+        .map(|b| state.hot_build(b))
+        .chain(cold.into_values())
+        .collect();
+    all_builds.sort_by_key(|b| b.build.id);
     progress.finish();
     if let Some(u) = until_seq
         && state.head_seq < u
@@ -368,13 +382,18 @@ fn replay(args: ReplayArgs) -> Result<(), Fail> {
                     .collect()
             }),
             builds: wants(Show::Builds).then(|| {
-                state
-                    .builds
-                    .values()
-                    .map(|b| BuildView::summary(&state, b))
+                all_builds
+                    .iter()
+                    .map(|b| BuildView::new(b.state(), &b.build, None))
                     .collect()
             }),
-            jobs: wants(Show::Jobs).then(|| jobs_in_order(&state).map(JobView::from).collect()),
+            jobs: wants(Show::Jobs).then(|| {
+                all_builds
+                    .iter()
+                    .flat_map(|b| &b.jobs)
+                    .map(JobView::from)
+                    .collect()
+            }),
             tokens: wants(Show::Tokens)
                 .then(|| state.tokens.values().map(TokenView::from).collect()),
         };
@@ -390,7 +409,7 @@ fn replay(args: ReplayArgs) -> Result<(), Fail> {
             (
                 Show::Projects,
                 "projects",
-                projects_table as fn(&State, Millis) -> Table,
+                projects_table as fn(&State, &[ColdBuild], Millis) -> Table,
             ),
             (Show::Watches, "watches", watches_table),
             (Show::Builds, "builds", builds_table),
@@ -399,7 +418,7 @@ fn replay(args: ReplayArgs) -> Result<(), Fail> {
         ] {
             if wants(show) {
                 let _ = writeln!(out, "\n{title}:");
-                let _ = out.write_all(table(&state, now).render(title).as_bytes());
+                let _ = out.write_all(table(&state, &all_builds, now).render(title).as_bytes());
             }
         }
         if let Some(d) = &digest {
@@ -993,7 +1012,7 @@ fn opt_time(t: Option<Millis>) -> String {
     t.map_or_else(|| "-".to_string(), rfc3339)
 }
 
-fn projects_table(state: &State, _now: Millis) -> Table {
+fn projects_table(state: &State, _: &[ColdBuild], _now: Millis) -> Table {
     let mut t = Table::new(&["ID", "NAME", "BUILDS", "DEFAULT PIPELINE", "CREATED"]);
     for p in state.projects.values() {
         t.row(vec![
@@ -1012,7 +1031,7 @@ fn projects_table(state: &State, _now: Millis) -> Table {
     t
 }
 
-fn watches_table(state: &State, _now: Millis) -> Table {
+fn watches_table(state: &State, _: &[ColdBuild], _now: Millis) -> Table {
     let mut t = Table::new(&[
         "ID", "PROJECT", "TO_URI", "EVERY", "ACTIVE", "NEXT RUN", "LAST RUN", "FAILURES",
     ]);
@@ -1034,24 +1053,20 @@ fn watches_table(state: &State, _now: Millis) -> Table {
     t
 }
 
-fn builds_table(state: &State, _now: Millis) -> Table {
+fn builds_table(_: &State, builds: &[ColdBuild], _now: Millis) -> Table {
     let mut t = Table::new(&[
         "ID", "PROJECT", "NUMBER", "STATE", "TRIGGER", "JOBS", "CREATED",
     ]);
-    for b in state.builds.values().map(Arc::as_ref) {
-        let live = b
-            .jobs
-            .iter()
-            .filter_map(|j| state.jobs.get(j).map(Arc::as_ref))
-            .filter(|j| j.superseded_by.is_none())
-            .count();
+    for cb in builds {
+        let b = &cb.build;
+        let live = cb.jobs.iter().filter(|j| j.superseded_by.is_none()).count();
         t.row(vec![
             b.id.to_string(),
             b.project.clone(),
             format!("{}.{}", b.number, b.restart_counter),
             format!(
                 "{}{}",
-                state.build_state(b).as_str(),
+                cb.state().as_str(),
                 if b.aborted { " (aborted)" } else { "" }
             ),
             b.trigger.as_str().to_string(),
@@ -1063,40 +1078,67 @@ fn builds_table(state: &State, _now: Millis) -> Table {
 }
 
 /// Jobs by build (in build order), then in creation order within each build.
-fn jobs_in_order(state: &State) -> impl Iterator<Item = &crate::domain::Job> {
-    state.builds.values().flat_map(|b| {
-        b.jobs
-            .iter()
-            .filter_map(|j| state.jobs.get(j).map(Arc::as_ref))
-    })
-}
-
-fn jobs_table(state: &State, _now: Millis) -> Table {
+fn jobs_table(_: &State, builds: &[ColdBuild], _now: Millis) -> Table {
     let mut t = Table::new(&["ID", "BUILD", "NAME", "STATE", "EXIT", "FINISHED", "NOTE"]);
-    for j in jobs_in_order(state) {
-        let build = state
-            .builds
-            .get(&j.build_id)
-            .map(Arc::as_ref)
-            .map_or_else(String::new, |b| {
-                format!("{}#{}.{}", b.project, b.number, b.restart_counter)
-            });
-        t.row(vec![
-            j.id.to_string(),
-            build,
-            j.name.clone(),
-            j.state.as_str().to_string(),
-            j.exit_code
-                .map_or_else(|| "-".to_string(), |c| c.to_string()),
-            opt_time(j.finished_at),
-            j.superseded_by
-                .map_or_else(String::new, |s| format!("superseded by {s}")),
-        ]);
+    for cb in builds {
+        let b = &cb.build;
+        let build = format!("{}#{}.{}", b.project, b.number, b.restart_counter);
+        for j in &cb.jobs {
+            t.row(vec![
+                j.id.to_string(),
+                build.clone(),
+                j.name.clone(),
+                j.state.as_str().to_string(),
+                j.exit_code
+                    .map_or_else(|| "-".to_string(), |c| c.to_string()),
+                opt_time(j.finished_at),
+                j.superseded_by
+                    .map_or_else(String::new, |s| format!("superseded by {s}")),
+            ]);
+        }
     }
     t
 }
 
-fn tokens_table(state: &State, now: Millis) -> Table {
+/// Follows the builds the fold sends out of memory and brings back: a commit that brings a
+/// build back must carry it exactly as it left (with any output pruned since), or the log
+/// is not the history it claims to be.
+fn track_cold(
+    cold: &mut std::collections::BTreeMap<uuid::Uuid, ColdBuild>,
+    commit: &Commit,
+    op: ColdOp,
+) -> Result<(), Fail> {
+    match op {
+        ColdOp::Evicted(b) => {
+            cold.insert(b.build.id, Arc::unwrap_or_clone(b));
+        }
+        ColdOp::LogsPruned { jobs, at } => {
+            for b in cold.values_mut() {
+                for j in b.jobs.iter_mut().filter(|j| jobs.contains(&j.id)) {
+                    j.log_pruned_at.get_or_insert(at);
+                }
+            }
+        }
+        ColdOp::Recalled(id) => {
+            let left = cold.remove(&id);
+            let back = commit.body.events.iter().find_map(|e| match e {
+                crate::domain::Event::BuildsRecalled { builds } => {
+                    builds.iter().find(|b| b.build.id == id)
+                }
+                _ => None,
+            });
+            if left.as_ref() != back {
+                return Err(Fail::failed(format!(
+                    "commit {} brings build {id} back into memory, but not as it was when it left (or it never left)",
+                    commit.seq
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tokens_table(state: &State, _: &[ColdBuild], now: Millis) -> Table {
     let mut t = Table::new(&[
         "ID",
         "KIND",

@@ -204,7 +204,7 @@ pub fn derived_state<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> JobState {
     worst
 }
 
-fn build_not_found(id: Uuid) -> Rejection {
+pub(super) fn build_not_found(id: Uuid) -> Rejection {
     Rejection::new(
         404,
         "build_not_found",
@@ -212,7 +212,7 @@ fn build_not_found(id: Uuid) -> Rejection {
     )
 }
 
-fn job_not_found(id: Uuid) -> Rejection {
+pub(super) fn job_not_found(id: Uuid) -> Rejection {
     Rejection::new(
         404,
         "job_not_found",
@@ -1002,7 +1002,15 @@ pub(super) fn prune_logs(
             ),
         ));
     }
-    let jobs: Vec<Uuid> = state.prunable_logs(before).take(MAX_LOGS_PRUNED).collect();
+    let mut jobs: Vec<Uuid> = state.prunable_logs(before).take(MAX_LOGS_PRUNED).collect();
+    let room = MAX_LOGS_PRUNED - jobs.len();
+    jobs.extend(
+        ctx.cold_prunable
+            .iter()
+            .filter(|j| !state.jobs.contains_key(*j))
+            .take(room)
+            .copied(),
+    );
     if jobs.is_empty() {
         return Ok(Vec::new());
     }

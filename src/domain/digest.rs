@@ -13,7 +13,10 @@
 //!   (`BTreeMap`s already are; the `HashMap` of jobs is sorted by id first);
 //! - the stream opens with the label `reeve-state-digest-v2` (v2 added a job's `log_pruned_at`),
 //!   then `head_seq`, `head_hash`, then the sections projects, tokens, watches, builds, jobs,
-//!   each introduced by its name.
+//!   each introduced by its name; builds and jobs are those in memory, and once any build has
+//!   left memory a last section `cold` covers those: their count and the XOR of each one's
+//!   own digest (`cold_hash`: the build and its jobs in the same encoding), so the digest
+//!   costs what live state costs, whatever the length of the history.
 //!
 //! Every field of every projected struct is written, including the ones the API does not show
 //! (`Watch::fires`, `Job::order`, a token's secret hash, lease ids): they decide future answers,
@@ -97,8 +100,31 @@ impl State {
             c.job(j);
         }
 
+        // Builds that left memory (see `cold.rs`) count through their tally: how many, and
+        // the XOR of each one's own digest. Only a state that has sent builds to the store
+        // has this section, so the digest of every state that never did is unchanged.
+        if self.cold != super::ColdTally::default() {
+            c.str("cold");
+            c.u64(self.cold.builds);
+            c.bytes(&self.cold.hash);
+        }
+
         c.0.finalize().into()
     }
+}
+
+/// The digest of one cold build and its jobs, in the canonical encoding above.
+pub(super) fn cold_hash(cold: &super::ColdBuild) -> Hash {
+    let mut c = Canon(Sha256::new());
+    c.str("reeve-cold-build-v1");
+    c.uuid(&cold.build.id);
+    c.build(&cold.build);
+    c.len(cold.jobs.len());
+    for j in &cold.jobs {
+        c.uuid(&j.id);
+        c.job(j);
+    }
+    c.0.finalize().into()
 }
 
 /// The canonical writer: everything goes straight into the hash, nothing is buffered.
@@ -497,6 +523,7 @@ mod tests {
                 new_id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + i as u128),
                 rules: Rules::default(),
                 renewals: Default::default(),
+                cold_prunable: Vec::new(),
             };
             let (outcome, events) = match decide(&state, cmd, &ctx) {
                 Ok(events) => (Outcome::Accepted, events),

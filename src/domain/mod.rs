@@ -10,6 +10,7 @@
 
 mod audit;
 mod build;
+mod cold;
 mod digest;
 pub mod pipeline;
 mod project;
@@ -22,6 +23,7 @@ pub use build::{
     Build, Cloned, Job, JobDep, JobState, Lease, MAX_LOGS_PRUNED, NewJob, Relink, Trigger,
     derived_state, leased, log_readable,
 };
+pub use cold::{ColdBuild, ColdOp, ColdTally, HOT_ENDED_BUILDS, History, NoHistory, to_recall};
 pub use digest::DIGEST_ALGORITHM;
 pub use pipeline::{Accept, Dependency, JobSpec, Pipeline};
 pub use project::Project;
@@ -138,6 +140,9 @@ pub struct Ctx {
     /// Lease renewals the writer holds in memory (job → when its renewed lease runs out). A
     /// heartbeat decides nothing, so it is not a commit; only a lease sweep reads these.
     pub renewals: HashMap<Uuid, Millis>,
+    /// For a prune: jobs kept on disk (their builds left memory) whose output ended before
+    /// the cut-off, oldest first, as the writer read them from the store.
+    pub cold_prunable: Vec<Uuid>,
 }
 
 impl Ctx {
@@ -496,6 +501,13 @@ pub enum Event {
     JobLogsPruned {
         before: Millis,
         jobs: Vec<Uuid>,
+    },
+    /// Ended builds that had left memory, brought back as they were because this commit
+    /// changes them (an abort, a restart or rerun of one of their jobs). The fold reads only
+    /// the log, so the commit carries them; `reeve audit replay` checks each one against the
+    /// build that left.
+    BuildsRecalled {
+        builds: Vec<ColdBuild>,
     },
 }
 

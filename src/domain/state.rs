@@ -58,6 +58,12 @@ pub struct State {
     /// Watches whose last builds failed (consecutive_failures > 0).
     struggling: OrdSet<Uuid>,
     job_order: u64,
+    /// Builds ever created: the next one's `order`.
+    build_count: u64,
+    /// Per project, the ended builds still in memory by `order` (see `cold.rs`).
+    pub(super) ended: PMap<String, OrdSet<(u64, Uuid)>>,
+    /// What has left memory for the store.
+    pub(super) cold: super::ColdTally,
 }
 
 impl Default for State {
@@ -83,6 +89,9 @@ impl Default for State {
             schedule: OrdSet::new(),
             struggling: OrdSet::new(),
             job_order: 0,
+            build_count: 0,
+            ended: PMap::new(),
+            cold: super::ColdTally::default(),
         }
     }
 }
@@ -122,7 +131,7 @@ impl State {
     /// it). Bump it whenever any of them changes shape: a snapshot of another layout is
     /// skipped and the log folded instead. `tests/fixture_log.rs` fails until it is bumped and
     /// `tests/fixtures/data-v1-builds.snap` rewritten.
-    pub const SNAPSHOT_LAYOUT: u32 = 3;
+    pub const SNAPSHOT_LAYOUT: u32 = 4;
 
     /// The token whose secret hashes to `hash`, if any (active or not).
     pub fn token_by_secret_hash(&self, hash: &Hash) -> Option<&Token> {
@@ -300,12 +309,45 @@ impl State {
     /// Folds one commit into the projections and returns its audit entry, which lives on disk
     /// (sled's audit index), not here: history must not cost memory.
     pub fn apply(&mut self, c: &Commit) -> AuditEntry {
+        self.apply_with(c, &mut Vec::new())
+    }
+
+    /// [`State::apply`], also handing out what the commit asks of the store that keeps cold
+    /// builds (builds leaving memory, coming back, cold output pruned), in order.
+    pub fn apply_with(&mut self, c: &Commit, cold: &mut Vec<super::ColdOp>) -> AuditEntry {
         let body = &c.body;
         let entry = AuditEntry::of(self, c);
         if body.outcome == Outcome::Accepted {
+            let mut touched = std::collections::BTreeSet::new();
             for event in &body.events {
+                match event {
+                    Event::BuildsRecalled { builds } => {
+                        for b in builds {
+                            if !self.builds.contains_key(&b.build.id) {
+                                cold.push(super::ColdOp::Recalled(b.build.id));
+                            }
+                            touched.insert(b.build.id);
+                        }
+                    }
+                    Event::JobLogsPruned { jobs, .. } => {
+                        let gone: Vec<Uuid> = jobs
+                            .iter()
+                            .filter(|j| !self.jobs.contains_key(*j))
+                            .copied()
+                            .collect();
+                        if !gone.is_empty() {
+                            cold.push(super::ColdOp::LogsPruned {
+                                jobs: gone,
+                                at: body.at,
+                            });
+                        }
+                    }
+                    _ => {}
+                }
                 self.apply_event(body.at, body.meta.principal, event);
+                touched.extend(self.build_of_event(event));
             }
+            self.settle(touched, cold);
         }
         if let (Principal::Token(t), Some(key)) =
             (body.meta.principal, body.meta.idempotency_key.as_ref())
@@ -556,6 +598,7 @@ impl State {
                 if let Some(p) = self.projects.get_mut(project) {
                     p.builds = p.builds.max(*number);
                 }
+                self.build_count += 1;
                 self.builds_by_number
                     .entry((project.clone(), *number))
                     .or_default()
@@ -575,7 +618,7 @@ impl State {
                         aborted: false,
                         restarted_from: *restarted_from,
                         jobs: Vec::new(),
-                        order: self.builds.len() as u64 + 1,
+                        order: self.build_count + 1,
                         version: 0,
                     }),
                 );
@@ -696,6 +739,11 @@ impl State {
                         }
                         j.log_pruned_at.get_or_insert(at);
                     }
+                }
+            }
+            Event::BuildsRecalled { builds } => {
+                for b in builds {
+                    self.recall(b);
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! re-encoding it: a later version that upcasts old bodies still verifies old records.
 
 pub mod audit_index;
+mod cold;
 pub mod frame;
 pub mod snapshot;
 mod store;

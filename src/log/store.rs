@@ -11,7 +11,8 @@ use super::audit_index::{self, AuditFilter};
 use super::frame::Checkpoint;
 use super::wal::{DEFAULT_SEGMENT_BYTES, Wal, WalError};
 use super::{Commit, Damage, GENESIS, Hash, LogError, Verifier};
-use crate::domain::AuditEntry;
+use crate::domain::{AuditEntry, ColdBuild, ColdOp, History, Millis};
+use uuid::Uuid;
 
 /// How much durability an acknowledgement promises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -51,6 +52,10 @@ pub struct Store {
     unfed_audit: Mutex<Vec<Arc<AuditEntry>>>,
     /// The audit index: an entry per commit and the keys its filters use (see `audit_index`).
     audit: sled::Tree,
+    /// Builds that left memory (see `cold`).
+    cold: sled::Tree,
+    /// What appended commits asked of `cold` that sled has not taken yet, by seq.
+    unfed_cold: Mutex<Vec<(u64, ColdOp)>>,
     /// The last commit handed to sled, which a checkpoint makes durable there.
     fed: Mutex<Checkpoint>,
     /// Set when sled could not take commits that the WAL already holds: from then on nothing
@@ -147,6 +152,7 @@ const LOGS_TREE: &str = "logs";
 /// good; reads of old commits and audit pages are rare and cheap enough from disk.
 const SLED_CACHE_BYTES: u64 = 64 << 20;
 const AUDIT_TREE: &str = "audit";
+const COLD_TREE: &str = "cold";
 /// In the `logs` tree beside the chunks: the commit time of the newest prune whose chunks are
 /// known deleted (8 bytes, BE). Chunk keys are 24 bytes (`job id ‖ offset`), so this 5-byte
 /// key never falls under a job's prefix; it lives in the same tree so that one atomic batch
@@ -256,6 +262,7 @@ impl Store {
         let commits = db.open_tree(COMMITS_TREE).map_err(sled_err)?;
         let logs = db.open_tree(LOGS_TREE).map_err(sled_err)?;
         let audit = db.open_tree(AUDIT_TREE).map_err(sled_err)?;
+        let cold = db.open_tree(COLD_TREE).map_err(sled_err)?;
         let data_path = log_dir.join("db");
         let data_file = OpenOptions::new()
             .read(true)
@@ -280,6 +287,8 @@ impl Store {
             unfed: Mutex::new(Vec::new()),
             unfed_audit: Mutex::new(Vec::new()),
             audit,
+            cold,
+            unfed_cold: Mutex::new(Vec::new()),
             fed: Mutex::new(Checkpoint {
                 seq: 0,
                 hash: GENESIS,
@@ -322,6 +331,7 @@ impl Store {
         &self,
         records: Vec<(u64, Vec<u8>)>,
         entries: Vec<AuditEntry>,
+        cold: Vec<(u64, ColdOp)>,
     ) -> Result<(), LogError> {
         if let Some(why) = self.failed.lock().clone() {
             return Err(LogError::Failed(why));
@@ -340,6 +350,9 @@ impl Store {
         self.unfed_audit
             .lock()
             .extend(entries.into_iter().map(Arc::new));
+        if !cold.is_empty() {
+            self.unfed_cold.lock().extend(cold);
+        }
         let waiting = {
             let mut unfed = self.unfed.lock();
             unfed.extend(
@@ -379,6 +392,23 @@ impl Store {
         }
         // Only now may readers stop finding them here: they are in sled.
         self.unfed.lock().retain(|(seq, _)| *seq > last_seq);
+        let ops: Vec<(u64, ColdOp)> = self
+            .unfed_cold
+            .lock()
+            .iter()
+            .take_while(|(seq, _)| *seq <= last_seq)
+            .cloned()
+            .collect();
+        if let Err(e) = self.write_cold(&ops, last_seq) {
+            let why = format!(
+                "sled could not take the builds that left memory with commits the write-ahead log already holds ({e}); restart reeve to write them again"
+            );
+            tracing::error!("{why}");
+            *self.failed.lock() = Some(why);
+            return;
+        }
+        let written = ops.len();
+        self.unfed_cold.lock().drain(..written);
         let entries: Vec<Arc<AuditEntry>> = self.unfed_audit.lock().clone();
         if let Some(last_entry) = entries.last().map(|e| e.seq) {
             if let Err(e) = self.index_audit(entries.iter().map(|e| &**e)) {
@@ -987,6 +1017,39 @@ impl Store {
         *self.failed.lock() = Some(why);
     }
 
+    /// Writes what commits up to `through` asked of the cold tree (in commit order), and
+    /// deletes the chunks of the cold output they pruned first: a crash between the two leaves
+    /// the ops to be written again.
+    pub fn write_cold(&self, ops: &[(u64, ColdOp)], through: u64) -> Result<(), LogError> {
+        let pruned: Vec<Uuid> = ops
+            .iter()
+            .flat_map(|(_, op)| match op {
+                ColdOp::LogsPruned { jobs, .. } => jobs.as_slice(),
+                _ => &[],
+            })
+            .copied()
+            .collect();
+        if !pruned.is_empty() {
+            self.prune_logs(&pruned, 0)?;
+        }
+        super::cold::write(&self.cold, ops, through, &|e| self.sled_err(e))
+    }
+
+    /// The last commit whose cold ops sled holds (0: none, or a data dir from before builds
+    /// left memory).
+    pub fn cold_through(&self) -> Result<u64, LogError> {
+        super::cold::through(&self.cold, &|e| self.sled_err(e))
+    }
+
+    fn pending_cold(&self) -> Vec<(u64, ColdOp)> {
+        self.unfed_cold.lock().clone()
+    }
+
+    fn read_cold(&self, id: Uuid, pending: &[(u64, ColdOp)]) -> Result<Option<ColdBuild>, LogError> {
+        let record = super::cold::get(&self.cold, id, &|e| self.sled_err(e))?;
+        Ok(super::cold::overlay(record, id, pending))
+    }
+
     /// Empties the audit index, for a fold to rebuild it.
     pub fn clear_audit_index(&self) -> Result<(), LogError> {
         self.unfed_audit.lock().clear();
@@ -1109,5 +1172,98 @@ impl std::fmt::Debug for Store {
             .field("dir", &self.dir)
             .field("sync", &self.sync)
             .finish_non_exhaustive()
+    }
+}
+
+/// Cold builds are read from sled, with what the background thread has yet to write laid over
+/// it.
+impl History for Store {
+    fn cold_build(&self, id: Uuid) -> Result<Option<ColdBuild>, String> {
+        let pending = self.pending_cold();
+        self.read_cold(id, &pending).map_err(|e| e.to_string())
+    }
+
+    fn cold_build_of_job(&self, job: Uuid) -> Result<Option<Uuid>, String> {
+        let pending = self.pending_cold();
+        if let Some(b) =
+            super::cold::pending_builds(&pending).find(|b| b.jobs.iter().any(|j| j.id == job))
+        {
+            return Ok(Some(b.build.id));
+        }
+        super::cold::build_of_job(&self.cold, job, &|e| self.sled_err(e)).map_err(|e| e.to_string())
+    }
+
+    fn cold_generations(&self, project: &str, number: u64) -> Result<Vec<Uuid>, String> {
+        let pending = self.pending_cold();
+        let mut out = super::cold::generations(&self.cold, project, number, &|e| self.sled_err(e))
+            .map_err(|e| e.to_string())?;
+        for b in super::cold::pending_builds(&pending) {
+            if b.build.project == project && b.build.number == number && !out.contains(&b.build.id)
+            {
+                out.push(b.build.id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn cold_builds(
+        &self,
+        project: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ColdBuild>, String> {
+        let pending = self.pending_cold();
+        let mut ids = super::cold::page(&self.cold, project, before, limit, &|e| self.sled_err(e))
+            .map_err(|e| e.to_string())?;
+        for b in super::cold::pending_builds(&pending) {
+            let key = (b.build.order, b.build.id);
+            if b.build.project == project
+                && before.is_none_or(|c| b.build.order < c)
+                && !ids.contains(&key)
+            {
+                ids.push(key);
+            }
+        }
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.truncate(limit);
+        let mut out = Vec::with_capacity(ids.len());
+        for (_, id) in ids {
+            match self.read_cold(id, &pending).map_err(|e| e.to_string())? {
+                Some(b) => out.push(b),
+                None => {
+                    return Err(format!(
+                        "the index of cold builds names build {id}, which has no record"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn cold_prunable(&self, before: Millis, limit: usize) -> Result<Vec<Uuid>, String> {
+        let pending = self.pending_cold();
+        let mut gone: Vec<Uuid> = Vec::new();
+        let mut fresh: Vec<(Millis, Uuid, Uuid)> = Vec::new();
+        for (_, op) in &pending {
+            match op {
+                ColdOp::Evicted(b) => fresh.extend(
+                    b.prunable()
+                        .filter(|(at, _)| *at < before)
+                        .map(|(at, j)| (at, j, b.build.id)),
+                ),
+                ColdOp::LogsPruned { jobs, .. } => gone.extend(jobs),
+                ColdOp::Recalled(id) => fresh.retain(|(_, _, b)| b != id),
+            }
+        }
+        // Read past what pending ops take away, so that a full page stays full.
+        let extra = gone.len();
+        let mut out: Vec<(Millis, Uuid)> = super::cold::prunable(&self.cold, before, limit + extra, &|e| self.sled_err(e))
+            .map_err(|e| e.to_string())?;
+        out.extend(fresh.into_iter().map(|(at, j, _)| (at, j)));
+        out.retain(|(_, j)| !gone.contains(j));
+        out.sort_unstable();
+        out.dedup();
+        out.truncate(limit);
+        Ok(out.into_iter().map(|(_, j)| j).collect())
     }
 }

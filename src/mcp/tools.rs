@@ -1037,17 +1037,16 @@ impl Tools {
                             "limit must be between 1 and 200",
                         ));
                     }
-                    state.project_visible(caller, &project)?;
-                    let mut builds: Vec<_> = state
-                        .builds
-                        .values()
-                        .filter(|b| b.project == project)
-                        .collect();
-                    builds.sort_by_key(|b| std::cmp::Reverse(b.order));
-                    builds.truncate(limit);
+                    let (builds, _) = state.builds_page(
+                        self.app.control.store(),
+                        caller,
+                        &project,
+                        None,
+                        limit,
+                    )?;
                     let builds: Vec<BuildView> = builds
                         .into_iter()
-                        .map(|b| BuildView::summary(state, b))
+                        .map(|(b, s)| BuildView::new(s, &b, None))
                         .collect();
                     let mut text =
                         format!("{} of {project}", count(builds.len(), "build", "builds"));
@@ -1070,7 +1069,12 @@ impl Tools {
                 let target = Some(format!("build:{}", a.build));
                 self.answer(call, Some(a.project.clone()), target, |state, caller| {
                     let id = parse_id(&a.build, "build", "list_builds")?;
-                    let b = BuildView::full(state, state.visible_build(caller, &a.project, id)?);
+                    let b = BuildView::of(&state.find_build(
+                        self.app.control.store(),
+                        caller,
+                        &a.project,
+                        id,
+                    )?);
                     let text = build_text("Build", &b);
                     Ok((json(&b)?, text))
                 })
@@ -1081,7 +1085,12 @@ impl Tools {
                 let target = Some(format!("job:{}", a.job));
                 self.answer(call, Some(a.project.clone()), target, |state, caller| {
                     let id = parse_id(&a.job, "job", "get_build")?;
-                    let j = JobView::from(state.visible_job(caller, &a.project, id)?);
+                    let j = JobView::from(&state.find_job(
+                        self.app.control.store(),
+                        caller,
+                        &a.project,
+                        id,
+                    )?);
                     let text = format!(
                         "Job {} ({}) of build {}: {}{}{}",
                         j.name,
@@ -1117,8 +1126,9 @@ impl Tools {
                             ));
                         }
                         let id = parse_id(&a.job, "job", "get_build")?;
-                        let job = state.visible_job(&caller, &a.project, id)?;
-                        crate::domain::log_readable(job)?;
+                        let job =
+                            state.find_job(self.app.control.store(), &caller, &a.project, id)?;
+                        crate::domain::log_readable(&job)?;
                         Ok((id, job.state))
                     })
                 };
