@@ -85,6 +85,10 @@ pub struct Options {
     pub snapshot_commits: u64,
     /// ...or once this many seconds have passed with any commit since the last one (0: 300).
     pub snapshot_secs: u64,
+    /// Ended builds per project kept in memory (0: [`domain::HOT_ENDED_BUILDS`]). Not a
+    /// server flag: every open of one data dir must use the same value (it decides the
+    /// digest), and only tests choose another, to send builds to the store quickly.
+    pub hot_window: usize,
 }
 
 const DEFAULT_SNAPSHOT_COMMITS: u64 = 50_000;
@@ -272,7 +276,12 @@ fn now_ms() -> Millis {
 /// Rebuilds the state from every commit in the store, verifying the chain on the way. A
 /// record that does not decode or chain is damage, named by its seq.
 pub fn replay(store: &Store) -> Result<State, LogError> {
-    fold_tail(store, State::default(), Written::default())
+    replay_from(store, State::default())
+}
+
+/// [`replay`] onto `genesis` (an empty state, e.g. [`State::with_hot_window`]).
+pub fn replay_from(store: &Store, genesis: State) -> Result<State, LogError> {
+    fold_tail(store, genesis, Written::default())
 }
 
 /// Audit entries written to the index at a time while a fold rebuilds it.
@@ -342,6 +351,15 @@ fn snapshot_dir(dir: &Path) -> PathBuf {
 /// warning saying why; damage in the log itself is still refused.
 /// Returns the state and the seq of the snapshot it started from (0: the whole log was folded).
 pub fn restore(store: &Store, dir: &Path) -> Result<(State, u64), LogError> {
+    restore_from(store, dir, State::default())
+}
+
+/// [`restore`], folding onto `genesis` when no snapshot is usable.
+pub fn restore_from(
+    store: &Store,
+    dir: &Path,
+    genesis: State,
+) -> Result<(State, u64), LogError> {
     let snapshots = match snapshot::list(&snapshot_dir(dir)) {
         Ok(found) => found,
         Err(e) => {
@@ -399,7 +417,7 @@ pub fn restore(store: &Store, dir: &Path) -> Result<(State, u64), LogError> {
             "the audit index is behind the log; it is rebuilt while the log is folded"
         );
     }
-    Ok((fold_tail(store, State::default(), written)?, 0))
+    Ok((fold_tail(store, genesis, written)?, 0))
 }
 
 /// A snapshot's state, if it can be trusted as the state at a commit the log holds.
@@ -467,7 +485,11 @@ impl Control {
                 tracing::info!(dir = %dir.display(), "{note}");
             }
         }
-        let (state, snapshot_seq) = restore(&store, dir)?;
+        let genesis = match options.hot_window {
+            0 => State::default(),
+            n => State::with_hot_window(n),
+        };
+        let (state, snapshot_seq) = restore_from(&store, dir, genesis)?;
         store.start_background();
         // Renewals did not survive the restart, and the runners could not reach a stopped
         // server: every running job starts with a full lease, so the restart itself expires

@@ -147,6 +147,7 @@ impl Server {
             wal_segment_bytes: cfg.wal_segment_bytes,
             snapshot_commits: cfg.snapshot_commits,
             snapshot_secs: cfg.snapshot_secs,
+            hot_window: 0,
             rules: Rules {
                 watch_interval_floor_secs: cfg.watch_interval_floor_secs,
                 max_jobs: cfg.max_jobs,

@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 use reeve::control::{self, Control, Options, Submission};
 use reeve::domain::{
-    Accept, Command, Dependency, JobSpec, JobState, Pipeline, Plane, Principal, Reply, State,
+    Accept, Command, Ctx, Dependency, Event, History, JobSpec, JobState, Pipeline, Plane,
+    Principal, Rejection, Reply, Rules, State,
 };
 use reeve::log::{Store, SyncMode};
 use uuid::Uuid;
@@ -29,14 +30,14 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => Just(Step::Claim),
-        4 => (any::<usize>(), 0u8..4).prop_map(|(i, s)| Step::Finish(i, s)),
+        6 => Just(Step::Claim),
+        6 => (any::<usize>(), 0u8..4).prop_map(|(i, s)| Step::Finish(i, s)),
         2 => any::<usize>().prop_map(Step::Restart),
         2 => any::<usize>().prop_map(Step::Rerun),
         1 => any::<usize>().prop_map(Step::AbortJob),
         1 => any::<usize>().prop_map(Step::AbortBuild),
         1 => any::<usize>().prop_map(Step::RestartBuild),
-        1 => Just(Step::Trigger),
+        2 => Just(Step::Trigger),
         1 => Just(Step::Prune),
     ]
 }
@@ -156,24 +157,50 @@ fn check_invariants(
     Ok(())
 }
 
+/// What a decision came to, without the ids a fresh context draws: accepted with this many
+/// events (not counting builds brought back into memory), or refused with this code.
+fn gist(result: &Result<Vec<Event>, Rejection>) -> Result<usize, String> {
+    match result {
+        Ok(events) => Ok(events
+            .iter()
+            .filter(|e| !matches!(e, Event::BuildsRecalled { .. }))
+            .count()),
+        Err(r) => Err(r.code.clone()),
+    }
+}
+
+/// Folds every commit the store holds after the shadow's head into it.
+fn catch_up(shadow: &mut State, store: &Store) {
+    for c in store.scan(shadow.head_seq + 1) {
+        shadow.apply(&c.expect("the log reads"));
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
+    /// Run with a window of one to three ended builds in memory, so that builds leave memory
+    /// within a few steps and commands name them after they left. A shadow fold of the same
+    /// log keeps every build in memory: each command must be decided as the shadow decides
+    /// it, and at the end memory and the store together must hold exactly the shadow's
+    /// builds and jobs.
     #[test]
     fn job_graph_invariants_hold(
         pipeline in dag(),
-        steps in proptest::collection::vec(step(), 1..50),
+        steps in proptest::collection::vec(step(), 1..80),
         snap_at in any::<prop::sample::Index>(),
+        window in 1usize..4,
     ) {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let live = rt.block_on(async {
-            let options = Options { sync: SyncMode::Interval, ..Options::default() };
+            let options = Options { sync: SyncMode::Interval, hot_window: window, ..Options::default() };
             let control = Control::open(dir.path(), options).unwrap();
             control.submit(sys(Command::CreateProject { id: "p".into(), name: None })).await.unwrap();
             let trigger = Command::TriggerBuild { project: "p".into(), pipeline: Some(pipeline.clone()), env: Default::default() };
             let first = control.submit(sys(trigger.clone())).await.unwrap();
             prop_assert!(first.result.is_ok(), "{:?}", first.result);
+            let mut shadow = State::with_hot_window(usize::MAX);
             let mut leases: HashMap<Uuid, Uuid> = HashMap::new();
             let mut superseded = HashMap::new();
             let mut killed: HashSet<Uuid> = HashSet::new();
@@ -185,11 +212,12 @@ proptest! {
                     control::save_snapshot(dir.path(), &state).unwrap();
                     snapped = state.head_seq;
                 }
+                catch_up(&mut shadow, control.store());
+                // Every job and build ever made, whether in memory or not.
                 let (jobs, builds): (Vec<Uuid>, Vec<Uuid>) = {
-                    let s = control.state();
-                    let mut jobs: Vec<Uuid> = s.jobs.keys().copied().collect();
+                    let mut jobs: Vec<Uuid> = shadow.jobs.keys().copied().collect();
                     jobs.sort();
-                    (jobs, s.builds.keys().copied().collect())
+                    (jobs, shadow.builds.keys().copied().collect())
                 };
                 let pick = |i: usize| jobs[i % jobs.len()];
                 let command = match step {
@@ -215,27 +243,70 @@ proptest! {
                             .map_or(0, |d| d.as_millis() as i64),
                     },
                 };
-                let submitted = control.submit(sys(command)).await.unwrap();
+                let submitted = control.submit(sys(command.clone())).await.unwrap();
+                // The same command against the shadow, at the commit's own time.
+                let at = match submitted.seq {
+                    Some(seq) => control.store().get(seq).unwrap().expect("the commit is stored").body.at,
+                    None => shadow.head_at,
+                };
+                let ctx = Ctx {
+                    at,
+                    principal: Principal::System,
+                    plane: Plane::System,
+                    new_id: Uuid::now_v7(),
+                    rules: Rules::default(),
+                    renewals: Default::default(),
+                    cold_prunable: Vec::new(),
+                };
+                let expected = gist(&reeve::domain::decide(&shadow, &command, &ctx));
+                let actual = match (&submitted.result, submitted.seq) {
+                    (Err(r), _) => Err(r.code.clone()),
+                    (Ok(_), Some(seq)) => {
+                        let c = control.store().get(seq).unwrap().unwrap();
+                        gist(&Ok(c.body.events))
+                    }
+                    (Ok(_), None) => Ok(0),
+                };
+                prop_assert_eq!(actual, expected, "decided otherwise than with every build in memory: {:?}", command);
                 if let Ok(Reply::Claimed { job, lease_id, .. }) = &submitted.result {
                     prop_assert!(job.superseded_by.is_none(), "claimed a superseded job");
                     prop_assert!(!killed.contains(&job.id), "claimed a killed job");
                     leases.insert(job.id, *lease_id);
                 }
+                catch_up(&mut shadow, control.store());
                 let s = control.state();
-                leases.retain(|id, _| s.jobs[id].state == JobState::Running);
-                killed.extend(s.jobs.values().filter(|j| j.state == JobState::Killed).map(|j| j.id));
+                leases.retain(|id, _| s.jobs.get(id).is_some_and(|j| j.state == JobState::Running));
+                killed.extend(shadow.jobs.values().filter(|j| j.state == JobState::Killed).map(|j| j.id));
+                check_invariants(&shadow, &mut superseded)?;
                 check_invariants(&s, &mut superseded)?;
+                for id in s.prunable_logs(i64::MAX) {
+                    prop_assert!(shadow.prunable_logs(i64::MAX).any(|j| j == id));
+                }
             }
+            // Memory and the store together hold what the shadow holds, build for build.
             let live = control.state().clone();
+            for b in shadow.builds.values() {
+                let whole = shadow.hot_build(b);
+                let found = match live.builds.get(&b.id) {
+                    Some(hot) => live.hot_build(hot),
+                    None => control.store().cold_build(b.id).unwrap().expect("a build neither in memory nor in the store"),
+                };
+                prop_assert_eq!(found, whole);
+            }
+            prop_assert!(live.builds.keys().all(|id| shadow.builds.contains_key(id)));
+            let ended_in_memory = live.builds.values().filter(|b| {
+                b.jobs.iter().all(|j| live.jobs[j].state.is_done() || live.jobs[j].superseded_by.is_some())
+            }).count();
+            prop_assert!(ended_in_memory <= window, "{ended_in_memory} ended builds in memory, window {window}");
             control.close().await;
             Ok((live, snapped))
         })?;
         let (live, snapped) = live;
         let store = Store::open(dir.path(), SyncMode::Durable).unwrap();
-        let replayed = control::replay(&store).expect("the chain verifies");
+        let replayed = control::replay_from(&store, State::with_hot_window(window)).expect("the chain verifies");
         prop_assert_eq!(&replayed, &live);
         // A start from the snapshot and the commits after it gives the same state.
-        let (restored, from) = control::restore(&store, dir.path()).expect("restores");
+        let (restored, from) = control::restore_from(&store, dir.path(), State::with_hot_window(window)).expect("restores");
         prop_assert_eq!(from, snapped, "the snapshot was the starting point");
         prop_assert_eq!(&restored, &live);
         prop_assert_eq!(restored.digest(), live.digest());

@@ -145,10 +145,13 @@ impl State {
             let Some(b) = self.builds.get(&id) else {
                 continue;
             };
+            // A superseded job never runs again, even one still queued.
             let ended = !b.jobs.is_empty()
-                && b.jobs
-                    .iter()
-                    .all(|j| self.jobs.get(j).is_none_or(|j| j.state.is_done()));
+                && b.jobs.iter().all(|j| {
+                    self.jobs
+                        .get(j)
+                        .is_none_or(|j| j.state.is_done() || j.superseded_by.is_some())
+                });
             let key = (b.order, id);
             let project = b.project.clone();
             let window = self.ended.entry(project.clone()).or_default();
@@ -167,7 +170,7 @@ impl State {
                 let Some(window) = self.ended.get_mut(&project) else {
                     break;
                 };
-                if window.len() <= HOT_ENDED_BUILDS {
+                if window.len() as u64 <= self.hot_window {
                     break;
                 }
                 let Some((_, id)) = window.remove_min() else {

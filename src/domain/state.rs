@@ -64,6 +64,9 @@ pub struct State {
     pub(super) ended: PMap<String, OrdSet<(u64, Uuid)>>,
     /// What has left memory for the store.
     pub(super) cold: super::ColdTally,
+    /// How many ended builds per project stay in memory: [`super::HOT_ENDED_BUILDS`], fixed
+    /// for the life of a log (see [`State::with_hot_window`]).
+    pub(super) hot_window: u64,
 }
 
 impl Default for State {
@@ -92,6 +95,7 @@ impl Default for State {
             build_count: 0,
             ended: PMap::new(),
             cold: super::ColdTally::default(),
+            hot_window: super::HOT_ENDED_BUILDS as u64,
         }
     }
 }
@@ -132,6 +136,18 @@ impl State {
     /// skipped and the log folded instead. `tests/fixture_log.rs` fails until it is bumped and
     /// `tests/fixtures/data-v1-builds.snap` rewritten.
     pub const SNAPSHOT_LAYOUT: u32 = 4;
+
+    /// An empty state that keeps `n` ended builds per project in memory instead of
+    /// [`super::HOT_ENDED_BUILDS`]. Which builds are in memory shows in the digest, so every
+    /// fold of one log must use the same window: reeve itself always uses the default; tests
+    /// use a small one to send builds to the store within a few commands, and a huge one for
+    /// a fold that keeps everything.
+    pub fn with_hot_window(n: usize) -> State {
+        State {
+            hot_window: n as u64,
+            ..State::default()
+        }
+    }
 
     /// The token whose secret hashes to `hash`, if any (active or not).
     pub fn token_by_secret_hash(&self, hash: &Hash) -> Option<&Token> {
