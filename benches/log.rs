@@ -213,7 +213,7 @@ fn wal(c: &mut Criterion) {
             prev = c.hash;
             len = record.len();
             store
-                .append(vec![(seq, record)], Vec::new())
+                .append(vec![(seq, record)], Vec::new(), Vec::new())
                 .expect("append");
         })
     });

@@ -70,7 +70,9 @@ pub enum ControlError {
     WriteFailed(String),
     #[error("reeve is shutting down; the command was not recorded")]
     Closed,
-    #[error("a build this command names left memory and could not be read back ({0}); the command was not recorded")]
+    #[error(
+        "a build this command names left memory and could not be read back ({0}); the command was not recorded"
+    )]
     History(String),
 }
 
@@ -333,10 +335,7 @@ fn fold_tail(store: &Store, mut state: State, written: Written) -> Result<State,
         }
     }
     store.index_audit(&entries)?;
-    if written
-        .cold
-        .is_some_and(|through| state.head_seq > through)
-    {
+    if written.cold.is_some_and(|through| state.head_seq > through) {
         store.write_cold(&cold, state.head_seq)?;
     }
     Ok(state)
@@ -355,11 +354,7 @@ pub fn restore(store: &Store, dir: &Path) -> Result<(State, u64), LogError> {
 }
 
 /// [`restore`], folding onto `genesis` when no snapshot is usable.
-pub fn restore_from(
-    store: &Store,
-    dir: &Path,
-    genesis: State,
-) -> Result<(State, u64), LogError> {
+pub fn restore_from(store: &Store, dir: &Path, genesis: State) -> Result<(State, u64), LogError> {
     let snapshots = match snapshot::list(&snapshot_dir(dir)) {
         Ok(found) => found,
         Err(e) => {
@@ -922,8 +917,7 @@ impl Writer {
         match Commit::seal(seq, self.working.head_hash, body) {
             Ok((commit, record)) => {
                 let mut cold = Vec::new();
-                let entry = self.working.apply_with(&commit, &mut cold);
-                let reply = self.working.reply_for(&commit);
+                let (entry, reply) = self.working.apply_replying(&commit, &mut cold);
                 (
                     Answer::Committed(seq, reply),
                     Some(Sealed {

@@ -166,16 +166,10 @@ impl State {
             }
         }
         for project in projects {
-            loop {
-                let Some(window) = self.ended.get_mut(&project) else {
-                    break;
-                };
-                if window.len() as u64 <= self.hot_window {
-                    break;
-                }
-                let Some((_, id)) = window.remove_min() else {
-                    break;
-                };
+            while let Some(window) = self.ended.get_mut(&project)
+                && window.len() as u64 > self.hot_window
+                && let Some((_, id)) = window.remove_min()
+            {
                 if let Some(cold) = self.evict(id) {
                     out.push(ColdOp::Evicted(Arc::new(cold)));
                 }

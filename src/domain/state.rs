@@ -331,10 +331,30 @@ impl State {
     /// [`State::apply`], also handing out what the commit asks of the store that keeps cold
     /// builds (builds leaving memory, coming back, cold output pruned), in order.
     pub fn apply_with(&mut self, c: &Commit, cold: &mut Vec<super::ColdOp>) -> AuditEntry {
+        self.fold(c, cold, false).0
+    }
+
+    /// [`State::apply_with`], and the answer for the commit, read right after its events
+    /// and before builds that ended leave memory (the answer may be about one of them).
+    pub fn apply_replying(
+        &mut self,
+        c: &Commit,
+        cold: &mut Vec<super::ColdOp>,
+    ) -> (AuditEntry, Result<Reply, Rejection>) {
+        let (entry, reply) = self.fold(c, cold, true);
+        (entry, reply.unwrap_or(Ok(Reply::Nothing)))
+    }
+
+    fn fold(
+        &mut self,
+        c: &Commit,
+        cold: &mut Vec<super::ColdOp>,
+        replying: bool,
+    ) -> (AuditEntry, Option<Result<Reply, Rejection>>) {
         let body = &c.body;
+        let mut touched = std::collections::BTreeSet::new();
         let entry = AuditEntry::of(self, c);
         if body.outcome == Outcome::Accepted {
-            let mut touched = std::collections::BTreeSet::new();
             for event in &body.events {
                 match event {
                     Event::BuildsRecalled { builds } => {
@@ -363,14 +383,14 @@ impl State {
                 self.apply_event(body.at, body.meta.principal, event);
                 touched.extend(self.build_of_event(event));
             }
-            self.settle(touched, cold);
         }
+        let mut reply = replying.then(|| self.reply_for(c));
         if let (Principal::Token(t), Some(key)) =
             (body.meta.principal, body.meta.idempotency_key.as_ref())
         {
             let slot = (t, key.clone());
             if !self.idempotency.contains_key(&slot) {
-                let result = self.reply_for(c);
+                let result = reply.get_or_insert_with(|| self.reply_for(c)).clone();
                 self.idempotency.insert(
                     slot,
                     Remembered {
@@ -389,10 +409,11 @@ impl State {
                 self.idempotency.remove(&(t, key));
             }
         }
+        self.settle(touched, cold);
         self.head_seq = c.seq;
         self.head_hash = c.hash;
         self.head_at = body.at;
-        entry
+        (entry, reply)
     }
 
     fn apply_event(&mut self, at: Millis, by: Principal, event: &Event) {

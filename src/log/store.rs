@@ -1045,7 +1045,11 @@ impl Store {
         self.unfed_cold.lock().clone()
     }
 
-    fn read_cold(&self, id: Uuid, pending: &[(u64, ColdOp)]) -> Result<Option<ColdBuild>, LogError> {
+    fn read_cold(
+        &self,
+        id: Uuid,
+        pending: &[(u64, ColdOp)],
+    ) -> Result<Option<ColdBuild>, LogError> {
         let record = super::cold::get(&self.cold, id, &|e| self.sled_err(e))?;
         Ok(super::cold::overlay(record, id, pending))
     }
@@ -1257,8 +1261,9 @@ impl History for Store {
         }
         // Read past what pending ops take away, so that a full page stays full.
         let extra = gone.len();
-        let mut out: Vec<(Millis, Uuid)> = super::cold::prunable(&self.cold, before, limit + extra, &|e| self.sled_err(e))
-            .map_err(|e| e.to_string())?;
+        let mut out: Vec<(Millis, Uuid)> =
+            super::cold::prunable(&self.cold, before, limit + extra, &|e| self.sled_err(e))
+                .map_err(|e| e.to_string())?;
         out.extend(fresh.into_iter().map(|(at, j, _)| (at, j)));
         out.retain(|(_, j)| !gone.contains(j));
         out.sort_unstable();
