@@ -23,7 +23,7 @@ use reeve::log::SyncMode;
 
 /// Bumped whenever `command` changes what it writes, so a data dir cached from an older mix
 /// is not mistaken for this one.
-pub const MIX_VERSION: u32 = 3;
+pub const MIX_VERSION: u32 = 4;
 
 /// The one project every command of the mix is in.
 pub const PROJECT: &str = "docs";
