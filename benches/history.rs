@@ -18,7 +18,9 @@
 //!   pages at random points of it; p50/p99;
 //! - `GET` of the first build the log holds, p50/p99 over repeated requests (and, for
 //!   comparison, of the newest one);
-//! - SIGTERM until the process has exited.
+//! - SIGTERM until the process has exited;
+//! - a second start on the same data dir (spawn → `/healthz`) and its `VmRSS`: the first start
+//!   is the first open of a freshly written dir, which sled replays in full (see below).
 //!
 //! Then a Markdown table, one row per size and a row of ratios of each size to the first.
 //!
@@ -577,10 +579,12 @@ struct Row {
     build_p50: f64,
     build_p99: f64,
     stop_s: f64,
+    restart_s: f64,
+    rss_restart: f64,
 }
 
 impl Row {
-    fn values(&self) -> [f64; 8] {
+    fn values(&self) -> [f64; 10] {
         [
             self.cold_start_s,
             self.rss_start,
@@ -590,6 +594,8 @@ impl Row {
             self.build_p50,
             self.build_p99,
             self.stop_s,
+            self.restart_s,
+            self.rss_restart,
         ]
     }
 }
@@ -753,6 +759,31 @@ fn run_size(
     );
     println!("  SIGTERM → exit {stop_s:.2} s");
     drop(serve);
+
+    // A second start on the same dir: what an operator's restart costs. The first start above
+    // is the first open of a freshly written data dir, and sled 0.34 replays its own log
+    // since it was last opened (it writes its page-table snapshot only when it opens).
+    let spawned = Instant::now();
+    let mut again = Serve::spawn(&data, &log);
+    let pid = again.child.id();
+    let base = again.base();
+    rt.block_on(async {
+        loop {
+            match probe.get(format!("{base}/healthz")).send().await {
+                Ok(r) if r.status() == 200 => break,
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    });
+    let restart_s = spawned.elapsed().as_secs_f64();
+    let rss_restart = rss_mib(pid);
+    println!("  restart {restart_s:.2} s, VmRSS {rss_restart:.0} MiB");
+    // SAFETY: as above, our own child, not waited for yet.
+    let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0, "SIGTERM to reeve serve");
+    let status = again.child.wait().expect("waiting for reeve serve");
+    assert!(status.success(), "reeve serve exited with {status}");
+    drop(again);
     drop(scratch);
 
     Row {
@@ -765,6 +796,8 @@ fn run_size(
         build_p50: percentile(&cold_ms, 0.5),
         build_p99: percentile(&cold_ms, 0.99),
         stop_s,
+        restart_s,
+        rss_restart,
     }
 }
 
@@ -799,10 +832,10 @@ fn main() {
 
     println!();
     println!(
-        "| commits | cold start (s) | VmRSS at start (MiB) | VmRSS after {load_secs} s load (MiB) | audit p50 (ms) | audit p99 (ms) | first build p50 (ms) | first build p99 (ms) | SIGTERM → exit (s) |"
+        "| commits | cold start (s) | VmRSS at start (MiB) | VmRSS after {load_secs} s load (MiB) | audit p50 (ms) | audit p99 (ms) | first build p50 (ms) | first build p99 (ms) | SIGTERM → exit (s) | restart (s) | VmRSS after restart (MiB) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    let precision = [2, 0, 0, 2, 2, 3, 3, 2];
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let precision = [2, 0, 0, 2, 2, 3, 3, 2, 2, 0];
     for row in &rows {
         let cells: Vec<String> = row
             .values()

@@ -97,8 +97,6 @@ const DEFAULT_SNAPSHOT_COMMITS: u64 = 50_000;
 const DEFAULT_SNAPSHOT_SECS: u64 = 300;
 /// Snapshots kept: the newest, and one to fall back on if the newest turns out damaged.
 const SNAPSHOTS_KEPT: usize = 2;
-/// How long a snapshot waits for sled's checkpoint (every 500 ms) to cover it.
-const SNAPSHOT_DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 enum Msg {
     Submit(Box<Submission>, ReplyTo),
@@ -134,6 +132,8 @@ pub struct Control {
     writer: Mutex<Option<JoinHandle<()>>>,
     snapshots: Mutex<Option<Snapshots>>,
     scrub: Mutex<Option<Scrub>>,
+    /// The data dir, where snapshots go.
+    dir: PathBuf,
 }
 
 /// The background check of the commits before the snapshot a start began from.
@@ -178,13 +178,15 @@ impl Scrub {
 /// The thread that saves snapshots of the readable state, and how to stop it.
 struct Snapshots {
     stop: std::sync::mpsc::Sender<()>,
-    handle: JoinHandle<()>,
+    /// Returns the seq of the last snapshot it saved (or started from).
+    handle: JoinHandle<u64>,
 }
 
 impl Snapshots {
-    fn stop(self) {
+    /// Stops the thread; the seq of the newest snapshot on disk.
+    fn stop(self) -> u64 {
         let _ = self.stop.send(());
-        let _ = self.handle.join();
+        self.handle.join().unwrap_or(u64::MAX)
     }
 }
 
@@ -199,12 +201,12 @@ fn snapshot_loop(
     every: std::time::Duration,
     mut last_seq: u64,
     stop: std::sync::mpsc::Receiver<()>,
-) {
+) -> u64 {
     let mut last_at = std::time::Instant::now();
     loop {
         match stop.recv_timeout(std::time::Duration::from_millis(200)) {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            _ => return,
+            _ => return last_seq,
         }
         let head = shared.read().head_seq;
         if head == last_seq || (head - last_seq < every_commits && last_at.elapsed() < every) {
@@ -213,22 +215,16 @@ fn snapshot_loop(
         let started = std::time::Instant::now();
         let state = shared.read().clone();
         let held = started.elapsed();
-        // Saved only once sled durably holds its commits and their audit entries, so that a
-        // start from it never needs entries from before it.
-        let durable = std::time::Instant::now();
-        while store.durable_seq() < state.head_seq && durable.elapsed() < SNAPSHOT_DURABLE_WAIT {
+        // Saved only once sled durably holds its commits, their audit entries and the builds
+        // they sent out of memory, so that a start from it never needs them from before it.
+        // Under a load sled takes a while to catch up with; the snapshot waits for it rather
+        // than giving up, or a busy server would save none.
+        while store.durable_seq() < state.head_seq {
             if stop.recv_timeout(std::time::Duration::from_millis(50))
                 != Err(std::sync::mpsc::RecvTimeoutError::Timeout)
             {
-                return;
+                return last_seq;
             }
-        }
-        if store.durable_seq() < state.head_seq {
-            tracing::warn!(
-                seq = state.head_seq,
-                "snapshot put off: sled has not checkpointed its commits yet"
-            );
-            continue;
         }
         match save_snapshot(&dir, &state) {
             Ok(bytes) => tracing::info!(
@@ -567,6 +563,7 @@ impl Control {
                 stop,
                 handle: snapshots,
             })),
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -619,13 +616,32 @@ impl Control {
             let _ = tokio::task::spawn_blocking(move || scrub.stop()).await;
         }
         let snapshots = self.snapshots.lock().take();
-        if let Some(snapshots) = snapshots {
-            let _ = tokio::task::spawn_blocking(move || snapshots.stop()).await;
-        }
+        let snapshot_seq = match snapshots {
+            Some(snapshots) => tokio::task::spawn_blocking(move || snapshots.stop())
+                .await
+                .unwrap_or(u64::MAX),
+            None => u64::MAX,
+        };
         let _ = self.tx.send(Msg::Close).await;
         let handle = self.writer.lock().take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        // The writer's last act was a checkpoint: sled durably holds everything, so the state
+        // can be saved as it is, and the next start folds nothing. Live state only, so this
+        // is quick; if it fails, the next start folds the commits since the last snapshot.
+        let state = self.state.read().clone();
+        if state.head_seq > snapshot_seq
+            && snapshot_seq != u64::MAX
+            && self.store.durable_seq() >= state.head_seq
+        {
+            let dir = self.dir.clone();
+            let saved = tokio::task::spawn_blocking(move || save_snapshot(&dir, &state)).await;
+            match saved {
+                Ok(Ok(bytes)) => tracing::info!(bytes, "snapshot saved at shutdown"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not save a snapshot at shutdown"),
+                Err(e) => tracing::warn!(error = %e, "could not save a snapshot at shutdown"),
+            }
         }
     }
 }

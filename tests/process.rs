@@ -648,7 +648,9 @@ async fn a_start_folds_only_the_commits_after_a_usable_snapshot() {
         .await;
     let before = observe_with_digest(&api).await;
     let head = before["digest"]["seq"].as_u64().unwrap();
-    first.terminate();
+    // A crash: no snapshot at shutdown, so the tail is folded at the next start.
+    first.signal(libc::SIGKILL);
+    wait_exit(&mut first.child, EXIT).expect("reeve exits on SIGKILL");
     let saved = {
         let now = snapshots(dir.path());
         assert!(
@@ -664,10 +666,27 @@ async fn a_start_folds_only_the_commits_after_a_usable_snapshot() {
     let log = second.stderr();
     assert!(
         log.contains("state restored from a snapshot")
-            && log.contains(&format!("seq={}", saved[0].0)),
+            && log.contains(&format!("seq={}", saved[0].0))
+            && log.contains(&format!("tail={}", head - saved[0].0)),
         "the newest snapshot was the starting point: {log}"
     );
+    // A clean stop saves the state at its head, so the next start folds nothing.
     second.terminate();
+    let at_stop = snapshots(dir.path());
+    assert_eq!(at_stop[0].0, head, "{at_stop:?}");
+    assert_eq!(
+        at_stop[1].0, saved[0].0,
+        "the newest two are kept: {at_stop:?}"
+    );
+    let mut again = start();
+    let api = again.api(dir.path());
+    assert_eq!(observe_with_digest(&api).await, before);
+    let log = again.stderr();
+    assert!(
+        log.contains(&format!("seq={head}")) && log.contains("tail=0"),
+        "the shutdown's snapshot was the starting point: {log}"
+    );
+    again.terminate();
 
     // A damaged newest snapshot is skipped, loudly, for the one before it.
     let newest = &snapshots(dir.path())[0];
@@ -676,6 +695,7 @@ async fn a_start_folds_only_the_commits_after_a_usable_snapshot() {
     bytes[mid] ^= 0x40;
     std::fs::write(&newest.1, &bytes).unwrap();
     let older = snapshots(dir.path())[1].0;
+    assert_eq!(older, saved[0].0);
     let mut third = start();
     let api = third.api(dir.path());
     assert_eq!(observe_with_digest(&api).await, before);

@@ -23,7 +23,7 @@ use reeve::log::SyncMode;
 
 /// Bumped whenever `command` changes what it writes, so a data dir cached from an older mix
 /// is not mistaken for this one.
-pub const MIX_VERSION: u32 = 4;
+pub const MIX_VERSION: u32 = 5;
 
 /// The one project every command of the mix is in.
 pub const PROJECT: &str = "docs";
@@ -167,12 +167,17 @@ pub fn write(dir: &Path, total: u64) -> f64 {
             .await
             .expect("project");
         let submitters = 64;
+        // One sequence of commands shared by every submitter: a submitter that runs jobs is
+        // slower, and with a sequence of its own it would fall behind the others, whose
+        // deletions and updates would then name watches not created yet.
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut tasks = Vec::new();
-        for s in 0..submitters {
+        for _ in 0..submitters {
             let control = control.clone();
+            let next = next.clone();
             tasks.push(tokio::spawn(async move {
-                let mut i = s;
                 while control.state().head_seq < total {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let cmd = command(i);
                     let runs = matches!(cmd, Command::TriggerBuild { .. });
                     control
@@ -182,7 +187,6 @@ pub fn write(dir: &Path, total: u64) -> f64 {
                     if runs {
                         run_ready_jobs(&control, 3).await;
                     }
-                    i += submitters;
                 }
             }));
         }
