@@ -196,7 +196,48 @@ async fn non_finite_or_mistyped_interval_is_invalid_body() {
     let mut body = watch_body("p", "https://dest.example.com/t");
     body["watch_interval"] = json!("ten");
     let r = s.create_watch(&s.admin, body).await;
-    assert_problem(&r, 422, "invalid_body");
+    assert_field_problem(&r, "invalid_body", "watch_interval");
+    assert_eq!(
+        r.body["detail"],
+        json!("watch_interval: expected a number, got the string \"ten\""),
+        "the detail names the field and what it should be: {}",
+        r.text
+    );
+    // A PATCH names it the same way, and changes nothing.
+    let w = s
+        .create_watch(&s.admin, watch_body("p", "https://dest.example.com/k"))
+        .await;
+    let id = str_field(w.expect(201), "id");
+    let before = s.watch_now(&id).await;
+    let r = s
+        .send_raw(
+            Method::PATCH,
+            &s.admin,
+            &format!("/watches/{id}"),
+            r#"{"watch_interval": "NaN"}"#,
+        )
+        .await;
+    assert_field_problem(&r, "invalid_body", "watch_interval");
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("watch_interval: expected a number"),
+        "{}",
+        r.text
+    );
+    let r = s
+        .patch(
+            &s.admin,
+            &format!("/watches/{id}"),
+            json!({"is_active": "yes"}),
+        )
+        .await;
+    assert_field_problem(&r, "invalid_body", "is_active");
+    assert_eq!(s.watch_now(&id).await, before);
+    s.delete(&s.admin, &format!("/watches/{id}"))
+        .await
+        .expect(200);
 
     let mut body = watch_body("p", "https://dest.example.com/n");
     body["watch_interval"] = Value::Null;
@@ -269,15 +310,17 @@ async fn unknown_or_missing_fields_and_bad_json_are_refused() {
         "detail should name the unknown field: {}",
         r.text
     );
+    assert_eq!(b["field"], "colour", "{}", r.text);
 
     for missing in ["project", "source", "to_uri", "watch_interval"] {
         let mut body = watch_body("p", "https://dest.example.com/m");
         body.as_object_mut().unwrap().remove(missing);
         let r = s.create_watch(&s.admin, body).await;
-        let b = assert_problem(&r, 422, "invalid_body");
-        assert!(
-            b["detail"].as_str().unwrap().contains(missing),
-            "detail should name the missing field {missing}: {}",
+        assert_field_problem(&r, "invalid_body", missing);
+        assert_eq!(
+            r.body["detail"],
+            json!(format!("{missing}: is required")),
+            "{}",
             r.text
         );
     }
@@ -494,6 +537,22 @@ async fn to_uri_in_two_projects_is_ambiguous_until_a_project_is_given() {
         snapshot,
         "refusals changed state"
     );
+
+    // An id settles which watch is meant; a to_uri beside it only has to agree.
+    for w in [&wp, &wq] {
+        let both = format!("/watches/{}{}", str_field(w, "id"), qs(&[("to_uri", u)]));
+        assert_eq!(s.get(&s.admin, &both).await.expect(200), w);
+    }
+    let both = format!("/watches/{}{}", str_field(&wq, "id"), qs(&[("to_uri", u)]));
+    let r = s.patch(&s.admin, &both, json!({"reason": "by id"})).await;
+    assert_eq!(r.expect(200)["reason"], "by id");
+    let wq = s.watch_now(&str_field(&wq, "id")).await;
+    let other = format!(
+        "/watches/{}{}",
+        str_field(&wq, "id"),
+        qs(&[("to_uri", "https://dest.example.com/elsewhere")])
+    );
+    assert_problem(&s.get(&s.admin, &other).await, 404, "watch_not_found");
 
     for (proj, w) in [("p", &wp), ("q", &wq)] {
         let r = s

@@ -337,6 +337,7 @@ pub async fn submit_on(
     };
     let idempotency_key = idempotency_key(headers);
     // The first thing wrong with the request is what its refusal says.
+    let mut malformed_field = None;
     let command = match (
         bad_plane.as_ref(),
         command.as_ref(),
@@ -344,6 +345,9 @@ pub async fn submit_on(
     ) {
         (Some(p), _, _) | (None, _, Err(p)) | (None, Err(p), _) => {
             let p = p.clone();
+            // The log keeps the refusal's text, which names the field first; the answer
+            // names it in `field` too.
+            malformed_field = p.field.clone().map(|f| (p.code.clone(), f));
             Command::Malformed {
                 op: op.to_string(),
                 admin_only,
@@ -371,6 +375,12 @@ pub async fn submit_on(
         .await?;
     let reply = submitted.result.map_err(|r| {
         let mut p = Problem::from(r);
+        if let Some((code, field)) = malformed_field
+            && p.code == code
+            && p.field.is_none()
+        {
+            p.field = Some(field);
+        }
         if let (Some(q), StatusCode::TOO_MANY_REQUESTS) = (limited, p.status) {
             p = Problem {
                 detail: p.detail,
@@ -437,22 +447,100 @@ pub fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> R
     } else {
         &bytes
     };
-    serde_json::from_slice(bytes).map_err(|e| {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let parsed: T = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                format!("the body does not fit this route: {e}"),
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            Category::Data => body_mismatch(&path, &inner, "the body does not fit this route"),
+            _ if inner.to_string().contains("number out of range") => {
+                body_mismatch(&path, &inner, "a number in the body is out of range")
+            }
+            _ => Problem::bad_request(
+                "invalid_json",
+                format!("the body is not valid JSON: {inner}"),
             ),
-            _ if e.to_string().contains("number out of range") => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                format!("a number in the body is out of range: {e}"),
-            ),
-            _ => Problem::bad_request("invalid_json", format!("the body is not valid JSON: {e}")),
         }
-    })
+    })?;
+    // Trailing characters after the value are a syntax error too.
+    de.end().map_err(|e| {
+        Problem::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    Ok(parsed)
+}
+
+/// The 422 for a body of the wrong shape, naming the field at fault: in `field`, and first in
+/// the detail (`watch_interval: expected a number, got the string "NaN"`). serde's own words
+/// name Rust types and a line and column; a client needs the field and what it should be.
+fn body_mismatch(path: &str, e: &serde_json::Error, context: &str) -> Problem {
+    let text = e.to_string();
+    // serde appends " at line L column C"; the field says where.
+    let text = match text.rfind(" at line ") {
+        Some(at) => &text[..at],
+        None => text.as_str(),
+    };
+    // Missing and unknown fields are reported at their parent; name the field itself.
+    let named = |prefix: &str| {
+        text.strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string)
+    };
+    let join = |leaf: String| match path {
+        "" | "." => leaf,
+        parent => format!("{parent}.{leaf}"),
+    };
+    let (field, what) = if let Some(f) = named("missing field `") {
+        (Some(join(f)), "is required".to_string())
+    } else if let Some(f) = named("unknown field `") {
+        // Here the path already ends at the unknown field.
+        let f = match path {
+            "" | "." => f,
+            at => at.to_string(),
+        };
+        let expected = text
+            .split_once(", expected ")
+            .map(|(_, e)| format!(" (expected {e})"))
+            .unwrap_or_default();
+        (Some(f), format!("is not a field of this body{expected}"))
+    } else {
+        let field = (!path.is_empty() && path != ".").then(|| path.to_string());
+        (field, plain_expectation(text))
+    };
+    let detail = match &field {
+        Some(f) => format!("{f}: {what}"),
+        None => format!("{context}: {what}"),
+    };
+    let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", detail);
+    p.field = field;
+    p
+}
+
+/// serde's "invalid type: string \"NaN\", expected f64" as a client reads it: "expected a
+/// number, got the string \"NaN\"".
+fn plain_expectation(text: &str) -> String {
+    let Some(rest) = text
+        .strip_prefix("invalid type: ")
+        .or_else(|| text.strip_prefix("invalid value: "))
+    else {
+        return text.to_string();
+    };
+    let Some((got, expected)) = rest.split_once(", expected ") else {
+        return text.to_string();
+    };
+    let numeric = [
+        "f64", "f32", "u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize",
+    ];
+    let expected = if numeric.contains(&expected) {
+        "a number"
+    } else {
+        expected
+    };
+    let got = match got.split_once(' ') {
+        Some((kind @ ("string" | "integer" | "floating"), value)) => format!("the {kind} {value}"),
+        _ => got.to_string(),
+    };
+    format!("expected {expected}, got {got}")
 }
 
 /// A reply of the wrong kind for the route means reeve has a bug; say so without panicking.

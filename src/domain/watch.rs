@@ -227,12 +227,19 @@ impl State {
                     .ok_or_else(|| not_found(key))
             })
             .transpose()?;
+        // An id settles which watch is meant: a to_uri beside it need only agree with it,
+        // even where that URI names watches in several projects.
+        if let (Some(w), Some(uri)) = (by_id, &key.to_uri)
+            && w.to_uri == *uri
+        {
+            return Ok(w);
+        }
         let by_uri = match &key.to_uri {
             None => None,
             Some(uri) => {
                 let mut found = self.watches_with_uri(uri).filter(in_scope);
                 let first = found.next().ok_or_else(|| not_found(key))?;
-                if found.next().is_some() {
+                if by_id.is_none() && found.next().is_some() {
                     return Err(Rejection::new(
                         400,
                         "ambiguous_to_uri",
