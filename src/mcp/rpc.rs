@@ -96,9 +96,12 @@ impl IntoResponse for RpcError {
     }
 }
 
+/// Why params do not fit a method's typed params, if they do not.
+type Fits = fn(&Value) -> Option<String>;
+
 /// The methods reeve serves whose params rmcp types: a request naming one of them that rmcp
 /// could only read as a custom request had params that do not fit.
-const SERVED: [(&str, fn(&Value) -> Option<String>); 4] = [
+const SERVED: [(&str, Fits); 4] = [
     ("tools/call", misfit::<CallToolRequestParams>),
     ("tools/list", misfit::<PaginatedRequestParams>),
     ("initialize", misfit::<InitializeRequestParams>),
