@@ -25,6 +25,8 @@ use serde_json::{Value, json};
 
 const LATEST: &str = "2025-11-25";
 const PREVIOUS: &str = "2025-06-18";
+/// The revision without `initialize`: `server/discover`, and the revision in every request.
+const MODERN: &str = "2026-07-28";
 const INVALID_TOKEN: &str = r#"Bearer realm="reeve", error="invalid_token""#;
 const INVALID_PARAMS: i64 = -32602;
 
@@ -673,6 +675,252 @@ async fn an_unsupported_protocol_version_header_is_400_and_runs_nothing() {
     assert_eq!(s.audit_head().await, head);
 }
 
+/// A POST to `/mcp` whose body is sent as is, for bodies that are not JSON-RPC.
+async fn post_raw(api: &Api, token: &str, body: &str) -> Resp {
+    let rb = api
+        .client
+        .post(format!("{}/mcp", api.base))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", LATEST)
+        .bearer_auth(token)
+        .body(body.to_string());
+    fetch(rb).await
+}
+
+/// A JSON-RPC error answered with HTTP 400 as `application/json`: its code, and the id echoed.
+#[track_caller]
+fn assert_rpc_400(r: &Resp, code: i64, id: &Value) {
+    assert_eq!(r.status, 400, "headers {:?}; body {}", r.headers, r.text);
+    let ct = r.header("content-type").unwrap_or("");
+    assert!(ct.starts_with("application/json"), "content-type {ct:?}");
+    assert_eq!(r.body["jsonrpc"], "2.0", "{}", r.text);
+    assert_eq!(&r.body["id"], id, "the id is echoed: {}", r.text);
+    assert_eq!(r.body["error"]["code"], json!(code), "{}", r.text);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        r.text
+    );
+    assert!(r.body.get("result").is_none(), "{}", r.text);
+}
+
+/// The `_meta` a 2026-07-28 client sends with every request, naming `version`.
+fn modern_meta(version: &str) -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": version,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "reeve-tests", "version": "1"},
+    })
+}
+
+/// A 2026-07-28 request: the revision in the header and in `_meta`, and the method (and the
+/// tool's name) in the headers that revision requires.
+async fn post_modern(api: &Api, token: &str, version: &str, method: &str, params: Value) -> Resp {
+    let mut params = params;
+    params["_meta"] = modern_meta(version);
+    let mut extra = vec![("mcp-method", method.to_string())];
+    if let Some(name) = params["name"].as_str() {
+        extra.push(("mcp-name", name.to_string()));
+    }
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    post_mcp(
+        api,
+        Some(token),
+        Some(version),
+        &extra,
+        &rpc_body(method, Some(params)),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_one_json_rpc_message_is_a_json_rpc_error_with_400() {
+    let s = TestServer::start_with(roomy).await;
+    let a = Agent::new(&s, json!({}), true).await;
+    let head = s.audit_head().await;
+    let cases: [(&str, i64, Value); 12] = [
+        // Not JSON at all.
+        ("{\"jsonrpc\": \"2.0\", \"id\": 1,", -32700, Value::Null),
+        ("", -32700, Value::Null),
+        ("tools/list", -32700, Value::Null),
+        // JSON, but not one JSON-RPC message.
+        (
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#,
+            -32600,
+            Value::Null,
+        ),
+        ("[]", -32600, Value::Null),
+        ("\"tools/list\"", -32600, Value::Null),
+        ("null", -32600, Value::Null),
+        (
+            r#"{"jsonrpc":"1.0","id":5,"method":"tools/list"}"#,
+            -32600,
+            json!(5),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":"six","method":6}"#,
+            -32600,
+            json!("six"),
+        ),
+        (r#"{"jsonrpc":"2.0","id":7}"#, -32600, json!(7)),
+        // A call that does not fit its method: no tool named, or params that are no object.
+        (
+            r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"arguments":{}}}"#,
+            -32602,
+            json!(8),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":"nine","method":"tools/call","params":["list_projects"]}"#,
+            -32602,
+            json!("nine"),
+        ),
+    ];
+    for (body, code, id) in &cases {
+        let r = post_raw(&s, &a.token, body).await;
+        assert_rpc_400(&r, *code, id);
+    }
+    let r = post_raw(
+        &s,
+        &a.token,
+        r#"{"jsonrpc":"2.0","id":10,"method":"tools/call"}"#,
+    )
+    .await;
+    assert_rpc_400(&r, INVALID_PARAMS, &json!(10));
+    let msg = r.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("tools/call"),
+        "the message names the method: {msg}"
+    );
+    // None of them reached a tool, so none is a commit.
+    assert_eq!(s.audit_head().await, head);
+    // The same server still answers a well-formed call.
+    let r = post_raw(
+        &s,
+        &a.token,
+        r#"{"jsonrpc":"2.0","id":11,"method":"tools/list"}"#,
+    )
+    .await;
+    assert_eq!(rpc_result(&r)["tools"].as_array().map(Vec::len), Some(18));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_revision_is_a_json_rpc_error_listing_the_supported_ones() {
+    let s = TestServer::start_with(roomy).await;
+    let a = Agent::new(&s, json!({}), true).await;
+    let head = s.audit_head().await;
+    let supported = json!([MODERN, LATEST, PREVIOUS]);
+
+    // A client of the 2026-07-28 era (discover, or a revision in _meta) reads JSON-RPC only.
+    for method in ["server/discover", "tools/list"] {
+        let r = post_modern(&s, &a.token, "2099-01-01", method, json!({})).await;
+        let id = r.body["id"].clone();
+        assert!(id.is_number(), "the id is echoed: {}", r.text);
+        assert_rpc_400(&r, -32022, &id);
+        assert_eq!(
+            r.body["error"]["data"]["supported"], supported,
+            "{}",
+            r.text
+        );
+        assert_eq!(
+            r.body["error"]["data"]["requested"], "2099-01-01",
+            "{}",
+            r.text
+        );
+    }
+
+    // An older client's header-only request gets the same error inside the problem document.
+    let body = rpc_body("tools/list", None);
+    let r = post_mcp(&s, Some(&a.token), Some("2024-11-05"), &[], &body).await;
+    assert_problem(&r, 400, "unsupported_protocol_version");
+    assert_eq!(r.body["jsonrpc"], "2.0", "{}", r.text);
+    assert_eq!(r.body["id"], body["id"], "{}", r.text);
+    assert_eq!(r.body["error"]["code"], json!(-32022), "{}", r.text);
+    assert_eq!(
+        r.body["error"]["data"]["supported"], supported,
+        "{}",
+        r.text
+    );
+    assert_eq!(s.audit_head().await, head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_discover_and_2026_07_28_requests_need_no_initialize() {
+    let s = TestServer::start_with(roomy).await;
+    s.create_project(&s.admin, "p").await;
+    let a = Agent::new(&s, json!({"p": null}), true).await;
+    let head = s.audit_head().await;
+
+    let r = post_modern(&s, &a.token, MODERN, "server/discover", json!({})).await;
+    let result = rpc_result(&r);
+    assert_eq!(
+        result["supportedVersions"],
+        json!([PREVIOUS, LATEST, MODERN]),
+        "{}",
+        r.text
+    );
+    assert!(result["capabilities"]["tools"].is_object(), "{}", r.text);
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "reeve",
+        "{}",
+        r.text
+    );
+    assert!(result["instructions"].is_string(), "{}", r.text);
+    // What a token may see is its own: nothing in the answer may be shared or kept.
+    assert_eq!(result["cacheScope"], "private", "{}", r.text);
+    assert_eq!(result["ttlMs"], 0, "{}", r.text);
+    assert_eq!(r.header("mcp-session-id"), None, "stateless: no session");
+
+    let r = post_modern(&s, &a.token, MODERN, "tools/list", json!({})).await;
+    let result = rpc_result(&r);
+    assert_eq!(
+        result["tools"].as_array().map(Vec::len),
+        Some(18),
+        "{}",
+        r.text
+    );
+    assert_eq!(result["cacheScope"], "private", "{}", r.text);
+    assert_eq!(
+        s.audit_head().await,
+        head,
+        "discovery and listing are not commits"
+    );
+
+    let r = post_modern(
+        &s,
+        &a.token,
+        MODERN,
+        "tools/call",
+        json!({"name": "list_projects", "arguments": {}}),
+    )
+    .await;
+    let result = rpc_result(&r);
+    assert_eq!(result["isError"], false, "{}", r.text);
+    assert_eq!(
+        result["structuredContent"]["projects"][0]["name"], "p",
+        "{}",
+        r.text
+    );
+    let entries = s.audit_entries(head).await;
+    assert_eq!(entries.len(), 1, "one call, one commit: {entries:?}");
+    assert_eq!(entries[0]["plane"], "mcp");
+
+    // The 2026-07-28 request without the metadata that revision requires is refused as such.
+    let mut body = rpc_body("tools/list", Some(json!({})));
+    body["params"]["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": MODERN});
+    let r = post_mcp(
+        &s,
+        Some(&a.token),
+        Some(MODERN),
+        &[("mcp-method", "tools/list")],
+        &body,
+    )
+    .await;
+    assert_rpc_400(&r, INVALID_PARAMS, &body["id"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_host_or_origin_is_403_before_authentication() {
     let s = TestServer::start_with(roomy).await;
@@ -937,6 +1185,87 @@ async fn tools_have_schemas_and_annotations_that_tell_the_truth() {
     assert_eq!(required("cancel_watch"), names(&["to_uri"]));
     assert_eq!(required("get_job_log"), names(&["project", "job"]));
     assert_eq!(required("list_projects"), BTreeSet::new());
+}
+
+/// The `format` values JSON Schema 2020-12 defines; anything else (schemars' `uint32`,
+/// `int64`, `double`, …) makes strict clients warn or refuse the schema.
+const STANDARD_FORMATS: [&str; 19] = [
+    "date-time",
+    "date",
+    "time",
+    "duration",
+    "email",
+    "idn-email",
+    "hostname",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "uri",
+    "uri-reference",
+    "iri",
+    "iri-reference",
+    "uuid",
+    "uri-template",
+    "json-pointer",
+    "relative-json-pointer",
+    "regex",
+];
+
+/// Every `format` keyword in a schema, with where it is. A property that happens to be named
+/// `format` is a schema (an object), not the keyword, and is walked into instead.
+fn formats(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(obj) => {
+            for (k, sub) in obj {
+                if k == "format"
+                    && let Some(f) = sub.as_str()
+                {
+                    out.push((at.to_string(), f.to_string()));
+                } else {
+                    formats(sub, &format!("{at}/{k}"), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, sub) in items.iter().enumerate() {
+                formats(sub, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tool_schema_uses_a_format_json_schema_does_not_define() {
+    let s = TestServer::start_with(roomy).await;
+    let a = Agent::new(&s, json!({}), true).await;
+    let tools = a.tools().await;
+    assert_eq!(tools.len(), 18);
+    let mut seen = Vec::new();
+    for t in &tools {
+        let name = str_field(t, "name");
+        for key in ["inputSchema", "outputSchema"] {
+            formats(&t[key], &format!("{name}/{key}"), &mut seen);
+        }
+    }
+    let odd: Vec<_> = seen
+        .iter()
+        .filter(|(_, f)| !STANDARD_FORMATS.contains(&f.as_str()))
+        .collect();
+    assert!(odd.is_empty(), "non-standard formats: {odd:?}");
+    // Standard ones are kept: ids are UUIDs.
+    assert!(
+        seen.iter().any(|(_, f)| f == "uuid"),
+        "uuid formats survive: {seen:?}"
+    );
+    // An unsigned number keeps its meaning as a bound.
+    let log = tools
+        .iter()
+        .find(|t| t["name"] == "get_job_log")
+        .cloned()
+        .unwrap_or_default();
+    let tail = &log["inputSchema"]["properties"]["tail_lines"];
+    assert_eq!(tail["minimum"], json!(0), "{tail}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

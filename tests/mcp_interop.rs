@@ -1,8 +1,11 @@
 //! Interoperability with an MCP client reeve did not write: the official Python SDK (`mcp`
-//! on PyPI, pinned in tests/interop/requirements.txt), installed into a virtualenv by
-//! tests/interop/setup.sh. The script (tests/interop/client.py) initializes, lists tools
-//! (and sees the write tools vanish for a read-only token), creates a watch, lists it, cancels
-//! it twice, restarts a failed job, and finds its calls in the audit.
+//! on PyPI), at 1.30.0 (pinned in tests/interop/requirements.txt, revisions 2025-11-25 and
+//! before, `initialize`) and at 2.3.0 (tests/interop/requirements-v2.txt, revision 2026-07-28,
+//! `server/discover`), each installed into its own virtualenv by tests/interop/setup.sh. The
+//! scripts (tests/interop/client.py, client_v2.py for the 2.x API) connect, list tools (and see
+//! the write tools vanish for a read-only token), create a watch, list it, cancel it twice,
+//! restart a failed job, and find their calls in the audit. The 2.x script connects in auto
+//! mode and again pinned to 2026-07-28.
 
 mod common;
 
@@ -17,11 +20,12 @@ fn interop_dir() -> PathBuf {
 }
 
 /// The virtualenv lives in cargo's target dir, so it is built once and survives between runs.
-fn venv() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mcp-venv");
+fn venv(name: &str, requirements: &str) -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let out = Command::new("bash")
         .arg(interop_dir().join("setup.sh"))
         .arg(&venv)
+        .arg(interop_dir().join(requirements))
         .output()
         .expect("run tests/interop/setup.sh");
     assert!(
@@ -35,7 +39,21 @@ fn venv() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_sdk_drives_reeve() {
-    let python = venv().join("bin/python");
+    drive("mcp-venv", "requirements.txt", "client.py", 7).await;
+}
+
+/// 2.3.0 asks `server/discover` first; reeve must answer it so the client stays on 2026-07-28
+/// (in auto mode it would otherwise fall back to `initialize`, and pinned it could not connect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_2_drives_reeve_on_2026_07_28() {
+    // Each of the two connections makes six calls; the first also restarts the failed job.
+    drive("mcp-venv-2", "requirements-v2.txt", "client_v2.py", 13).await;
+}
+
+/// Runs one client script against a fresh server; `calls` is how many tool calls it makes,
+/// each of which must be one commit.
+async fn drive(venv_name: &str, requirements: &str, script: &'static str, calls: u64) {
+    let python = venv(venv_name, requirements).join("bin/python");
     let s = TestServer::start_with(|c| c.mcp_trigger_per_min = 60).await;
     s.create_project(&s.admin, "docs").await;
     let (rw_id, rw) = s.create_token("mcp", json!({ "docs": null }), true).await;
@@ -68,7 +86,7 @@ async fn the_official_python_sdk_drives_reeve() {
         let failed = failed.clone();
         move || {
             Command::new(python)
-                .arg(interop_dir().join("client.py"))
+                .arg(interop_dir().join(script))
                 .env("REEVE_URL", base)
                 .env("REEVE_ADMIN_TOKEN", admin)
                 .env("REEVE_MCP_TOKEN", rw)
@@ -77,7 +95,7 @@ async fn the_official_python_sdk_drives_reeve() {
                 .env("REEVE_PROJECT", "docs")
                 .env("REEVE_FAILED_JOB", failed)
                 .output()
-                .expect("run tests/interop/client.py")
+                .expect("run the interop client script")
         }
     })
     .await
@@ -100,9 +118,9 @@ async fn the_official_python_sdk_drives_reeve() {
         watches.is_empty(),
         "the cancelled watch is gone: {watches:?}"
     );
-    // Seven tool calls, each one commit (no rate-limit coalescing at 60 per minute).
+    // Every tool call is one commit (no rate-limit coalescing at 60 per minute).
     let summary: serde_json::Value =
         serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}")).expect("summary");
-    assert_eq!(summary["audited"], 7, "{summary}");
-    assert_eq!(s.audit_head().await, head_before + 7);
+    assert_eq!(summary["audited"], calls, "{summary}");
+    assert_eq!(s.audit_head().await, head_before + calls);
 }

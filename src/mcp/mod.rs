@@ -8,11 +8,13 @@
 //!
 //! [`Command`]: crate::domain::Command
 
+mod rpc;
 mod tools;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -21,11 +23,14 @@ use axum::routing::post_service;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
+use crate::api::problem::{self, ProblemDoc};
 use crate::api::{AppState, BODY_LIMIT, Problem, authenticate, now_ms};
 use crate::domain::{Plane, Principal};
 
-/// The MCP revisions reeve speaks.
-pub const PROTOCOL_VERSIONS: [&str; 2] = ["2025-11-25", "2025-06-18"];
+/// The MCP revisions reeve speaks, newest first. 2026-07-28 has no `initialize`: a client
+/// asks `server/discover` and names the revision in each request; the two before it negotiate
+/// it once with `initialize`.
+pub const PROTOCOL_VERSIONS: [&str; 3] = ["2026-07-28", "2025-11-25", "2025-06-18"];
 
 const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
@@ -72,8 +77,9 @@ pub fn router(app: AppState, cfg: McpConfig) -> Router {
 }
 
 /// The transport's rules, in order: DNS-rebinding protection (403), POST only (405), the
-/// protocol revision (400), then the bearer token (401, or 403 for a token of another kind).
-async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) -> Response {
+/// JSON-RPC envelope (400 with a JSON-RPC error, see `rpc.rs`), the protocol revision (400),
+/// then the bearer token (401, or 403 for a token of another kind).
+async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
     if let Err(p) = gate.check_host(req.headers()) {
         return p.into_response();
     }
@@ -84,22 +90,37 @@ async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) -> R
     if req.method() != Method::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
     }
-    if let Some(v) = req.headers().get("mcp-protocol-version") {
-        let v = v.to_str().unwrap_or("");
-        if !PROTOCOL_VERSIONS.contains(&v) {
-            return Problem::bad_request(
-                "unsupported_protocol_version",
-                format!(
-                    "MCP-Protocol-Version {v:?} is not supported; reeve speaks {}",
-                    PROTOCOL_VERSIONS.join(" and ")
-                ),
-            )
-            .into_response();
+    let (parts, body) = req.into_parts();
+    // A body that is not JSON by its Content-Type is rmcp's to refuse (415), unread.
+    let (envelope, body) = if is_json(&parts.headers) {
+        let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
+            Ok(b) => b,
+            Err(e) => {
+                let p = if e.into_inner().is::<http_body_util::LengthLimitError>() {
+                    Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!("the body is larger than {BODY_LIMIT} bytes"),
+                    )
+                } else {
+                    Problem::bad_request("invalid_body", "the body could not be read")
+                };
+                return p.into_response();
+            }
+        };
+        match rpc::check(&bytes) {
+            Ok(env) => (env, Body::from(bytes)),
+            Err(e) => return e.into_response(),
         }
+    } else {
+        (rpc::Envelope::default(), body)
+    };
+    if let Some(resp) = unsupported_version(&parts.headers, &envelope) {
+        return resp;
     }
     let principal = {
         let state = gate.app.control.state();
-        let admitted = authenticate(&state, req.headers())
+        let admitted = authenticate(&state, &parts.headers)
             .and_then(|p| Ok(state.caller(p, now_ms()).map(|c| (p, c))?));
         match admitted {
             Err(p) => return invalid_token(p),
@@ -111,8 +132,76 @@ async fn guard(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) -> R
             }
         }
     };
+    let mut req = Request::from_parts(parts, body);
     req.extensions_mut().insert(Identity(principal));
     next.run(req).await
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let essence = ct.split_once(';').map_or(ct, |(e, _)| e);
+            essence.trim().eq_ignore_ascii_case("application/json")
+        })
+}
+
+/// The refusal of a revision reeve does not speak, named in the `MCP-Protocol-Version` header
+/// or in the request's `_meta`. It is a JSON-RPC error with `data.supported`, which is what a
+/// 2026-07-28 client retries with. A client of that era (a `server/discover`, or a revision in
+/// `_meta`) gets it as `application/json`, the only error body it reads; an older client's
+/// header-only request gets the same members inside the problem document the gate has always
+/// answered with.
+fn unsupported_version(headers: &HeaderMap, env: &rpc::Envelope) -> Option<Response> {
+    let header = headers
+        .get("mcp-protocol-version")
+        .map(|v| v.to_str().unwrap_or(""));
+    let requested = [header, env.meta_version.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|v| !PROTOCOL_VERSIONS.contains(v))?;
+    let error = rpc::RpcError::new(
+        env.id.as_ref(),
+        rpc::UNSUPPORTED_PROTOCOL_VERSION,
+        format!(
+            "Unsupported protocol version {requested:?}; reeve speaks {}",
+            PROTOCOL_VERSIONS.join(", ")
+        ),
+    )
+    .with_data(serde_json::json!({
+        "requested": requested,
+        "supported": PROTOCOL_VERSIONS,
+    }));
+    if env.modern {
+        return Some(error.into_response());
+    }
+    let code = "unsupported_protocol_version";
+    let problem = ProblemDoc {
+        type_: format!("urn:reeve:problem:{code}"),
+        title: "Bad Request".into(),
+        status: StatusCode::BAD_REQUEST.as_u16(),
+        detail: format!(
+            "MCP-Protocol-Version {requested:?} is not supported; reeve speaks {}",
+            PROTOCOL_VERSIONS.join(", ")
+        ),
+        code: code.into(),
+        field: None,
+    };
+    let mut body = match serde_json::to_value(&problem) {
+        Ok(serde_json::Value::Object(obj)) => obj,
+        _ => serde_json::Map::new(),
+    };
+    body.extend(error.members());
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    Some(
+        (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, problem::CONTENT_TYPE)],
+            bytes,
+        )
+            .into_response(),
+    )
 }
 
 fn invalid_token(p: Problem) -> Response {
