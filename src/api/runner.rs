@@ -323,7 +323,14 @@ pub async fn upload_pipeline(
         let parsed = parse_body::<super::builds::PipelineBody>(body)
             .and_then(crate::domain::Pipeline::try_from);
         let (pipeline, error) = match parsed {
-            Ok(p) => (Some(p), None),
+            // Too large to keep is as much the generator's failure as not a pipeline at all.
+            Ok(p) => match crate::domain::bounds::pipeline_over(&p) {
+                Some(over) => (
+                    None,
+                    Some(format!("the generated pipeline is refused: {}", over.reason())),
+                ),
+                None => (Some(p), None),
+            },
             Err(p) => (None, Some(p.detail)),
         };
         Ok(Command::ExpandJobs {
