@@ -327,7 +327,10 @@ pub async fn upload_pipeline(
             Ok(p) => match crate::domain::bounds::pipeline_over(&p) {
                 Some(over) => (
                     None,
-                    Some(format!("the generated pipeline is refused: {}", over.reason())),
+                    Some(format!(
+                        "the generated pipeline is refused: {}",
+                        over.reason()
+                    )),
                 ),
                 None => (Some(p), None),
             },

@@ -382,20 +382,78 @@ pub fn bound(mut cmd: Command) -> Command {
     cmd
 }
 
+/// A text reeve wrote around what a caller sent (a parser's error quotes the value it could
+/// not read): quotes longer than [`QUOTE`] bytes keep their start and their length only, and
+/// the whole is clipped to [`TEXT`].
+pub fn clip_quoting(s: &mut String) {
+    if s.len() > QUOTE {
+        *s = shorten_quotes(s);
+    }
+    clip(s, TEXT);
+}
+
+/// How much of a quoted value a recorded text keeps.
+const QUOTE: usize = 64;
+
+fn shorten_quotes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(TEXT * 2));
+    let mut rest = s;
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..=open]);
+        rest = &rest[open + 1..];
+        // The closing quote is the next one not escaped by a backslash.
+        let mut close = None;
+        let mut escaped = false;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    close = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let end = close.unwrap_or(rest.len());
+        let quoted = &rest[..end];
+        if quoted.len() > QUOTE {
+            let mut keep = 16;
+            while !quoted.is_char_boundary(keep) {
+                keep -= 1;
+            }
+            out.push_str(&quoted[..keep]);
+            out.push_str(&format!("…({} bytes)", quoted.len()));
+        } else {
+            out.push_str(quoted);
+        }
+        match close {
+            Some(_) => {
+                out.push('"');
+                rest = &rest[end + 1..];
+            }
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn clip_texts(cmd: &mut Command) {
     match cmd {
-        Command::Malformed { detail, .. } => clip(detail, TEXT),
+        Command::Malformed { detail, .. } => clip_quoting(detail),
         Command::McpCall {
             refusal, target, ..
         } => {
             if let Some(r) = refusal {
-                clip(&mut r.reason, TEXT);
+                clip_quoting(&mut r.reason);
             }
             if let Some(t) = target {
                 clip(t, URI + 16);
             }
         }
-        Command::ExpandJobs { error: Some(e), .. } => clip(e, TEXT),
+        Command::ExpandJobs { error: Some(e), .. } => clip_quoting(e),
         Command::McpWrite { command, .. } => clip_texts(command),
         _ => {}
     }
@@ -481,6 +539,23 @@ mod tests {
             if_match: None,
         };
         assert_eq!(bound(big.clone()).fingerprint(), big.fingerprint());
+    }
+
+    #[test]
+    fn long_quotes_keep_their_start_and_length() {
+        let mut s = format!("invalid type: string \"{}\", expected f64", "é".repeat(500));
+        clip_quoting(&mut s);
+        assert_eq!(
+            s,
+            format!(
+                "invalid type: string \"{}…(1000 bytes)\", expected f64",
+                "é".repeat(8)
+            )
+        );
+        let mut short = "got \"a\\\"b\" and \"c\"".to_string();
+        let before = short.clone();
+        clip_quoting(&mut short);
+        assert_eq!(short, before);
     }
 
     #[test]
