@@ -94,6 +94,9 @@ fn assert_too_long(r: &Resp, field: &str, len: usize, limit: usize) {
     );
 }
 
+/// Makes a value of the given length.
+type Make = fn(usize) -> String;
+
 async fn server() -> TestServer {
     let s = TestServer::start_with(roomy).await;
     s.create_project(&s.admin, "p").await;
@@ -103,7 +106,7 @@ async fn server() -> TestServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_fields_over_their_limit_are_refused_and_recorded_by_hash() {
     let mut s = server().await;
-    let cases: [(&str, usize, fn(usize) -> String); 4] = [
+    let cases: [(&str, usize, Make); 4] = [
         ("reason", bounds::REASON, |n| "r".repeat(n)),
         ("instruction", bounds::INSTRUCTION, |n| "i".repeat(n)),
         ("source", bounds::URI, |n| {
