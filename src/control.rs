@@ -585,7 +585,22 @@ impl Control {
 
     /// Decides, records and applies one command; answers once its commit is as durable as the
     /// sync mode promises.
-    pub async fn submit(&self, submission: Submission) -> Result<Submitted, ControlError> {
+    pub async fn submit(&self, mut submission: Submission) -> Result<Submitted, ControlError> {
+        // Every door comes through here, so this is where what a caller sent is held to the
+        // limits of `domain::bounds` before anything of it can be recorded.
+        submission.command = domain::bounds::bound(submission.command);
+        if submission.request_id.len() > domain::bounds::REQUEST_ID {
+            submission.request_id = Uuid::now_v7().to_string();
+        }
+        if submission
+            .idempotency_key
+            .as_ref()
+            .is_some_and(|k| k.len() > domain::bounds::IDEMPOTENCY_KEY)
+        {
+            // The doors refuse such keys before they get here; one that slips through is
+            // dropped rather than stored.
+            submission.idempotency_key = None;
+        }
         let (tx, mut rx) = oneshot::channel();
         let alone = self.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
         let _counted = InFlight(&self.in_flight);
@@ -938,17 +953,25 @@ impl Writer {
             }
             _ => {}
         }
+        let mut command = s.command;
         let (outcome, events) = match decided {
             Ok(events) => (Outcome::Accepted, events),
-            Err(r) => (
-                Outcome::Rejected {
-                    status: r.status,
-                    code: r.code,
-                    reason: r.reason,
-                    field: r.field,
-                },
-                Vec::new(),
-            ),
+            Err(mut r) => {
+                // A refusal records no more than a few KiB, however much was sent.
+                if let Some(summary) = domain::bounds::summarize_refused(&command, &r) {
+                    command = summary;
+                }
+                domain::bounds::clip(&mut r.reason, domain::bounds::TEXT);
+                (
+                    Outcome::Rejected {
+                        status: r.status,
+                        code: r.code,
+                        reason: r.reason,
+                        field: r.field,
+                    },
+                    Vec::new(),
+                )
+            }
         };
         let body = CommitBody {
             at,
@@ -957,7 +980,7 @@ impl Writer {
                 plane: s.plane,
                 request_id: s.request_id,
                 idempotency_key: s.idempotency_key,
-                command: s.command,
+                command,
             },
             outcome,
             events,

@@ -481,7 +481,7 @@ pub async fn show_job(
         (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "project_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, invalid_pipeline, too_many_jobs, no_pipeline", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_body, invalid_pipeline, too_many_jobs, no_pipeline, field_too_long", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]

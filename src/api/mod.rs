@@ -33,7 +33,7 @@ use crate::domain::{Caller, Command, Millis, Plane, Principal, Reply, State};
 use crate::limits::{Bucket, Quotum, RateLimits};
 
 /// Request bodies larger than this are refused with 413.
-pub const BODY_LIMIT: usize = 1024 * 1024;
+pub const BODY_LIMIT: usize = crate::domain::bounds::BODY;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Sent by the `reeve` command line (`Reeve-Plane: cli`) so its requests are admitted and
 /// audited on the `cli` plane rather than `rest`.
@@ -142,7 +142,9 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
+            !v.is_empty()
+                && v.len() <= crate::domain::bounds::REQUEST_ID
+                && v.bytes().all(|b| b.is_ascii_graphic())
         });
     if !sane && let Ok(v) = HeaderValue::from_str(&Uuid::now_v7().to_string()) {
         req.headers_mut().insert(REQUEST_ID, v);
@@ -400,7 +402,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
         return Ok(None);
     };
     match v.to_str() {
-        Ok(s) if !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic()) => {
+        Ok(s)
+            if !s.is_empty()
+                && s.len() <= crate::domain::bounds::IDEMPOTENCY_KEY
+                && s.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             Ok(Some(s.to_string()))
         }
         _ => Err(Problem::bad_request(

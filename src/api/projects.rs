@@ -137,7 +137,7 @@ pub async fn show(
         (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "admin_required, trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "project_exists", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, invalid_project_id", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_body, invalid_project_id, field_too_long", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -171,7 +171,7 @@ pub async fn create(
         (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "admin_required", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "project_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, nothing_to_change, invalid_pipeline", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_body, nothing_to_change, invalid_pipeline, field_too_long", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn update(

@@ -89,7 +89,7 @@ fn parse_job(raw: &str) -> Result<Uuid, Problem> {
         (status = 204, description = "Nothing to run (after waiting up to wait_seconds)"),
         (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "runner_token_required", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_body, field_too_long", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn claim(
@@ -216,7 +216,7 @@ pub async fn heartbeat(
         (status = 403, description = "runner_token_required", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "stale_lease", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, invalid_state", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_body, invalid_state, field_too_long", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn finish(
@@ -323,7 +323,17 @@ pub async fn upload_pipeline(
         let parsed = parse_body::<super::builds::PipelineBody>(body)
             .and_then(crate::domain::Pipeline::try_from);
         let (pipeline, error) = match parsed {
-            Ok(p) => (Some(p), None),
+            // Too large to keep is as much the generator's failure as not a pipeline at all.
+            Ok(p) => match crate::domain::bounds::pipeline_over(&p) {
+                Some(over) => (
+                    None,
+                    Some(format!(
+                        "the generated pipeline is refused: {}",
+                        over.reason()
+                    )),
+                ),
+                None => (Some(p), None),
+            },
             Err(p) => (None, Some(p.detail)),
         };
         Ok(Command::ExpandJobs {

@@ -119,7 +119,7 @@ pub async fn list(State(app): State<AppState>, headers: HeaderMap) -> Result<Res
         (status = 400, description = "invalid_json", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "admin_required", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, unknown_project, invalid_expires_at", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_body, unknown_project, invalid_expires_at, field_too_long", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn create(

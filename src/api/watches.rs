@@ -349,7 +349,7 @@ pub async fn show(
         (status = 404, description = "project_not_found", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "to_uri_taken", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, invalid_interval, invalid_source, invalid_to_uri, idempotency_key_reused", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_body, invalid_interval, invalid_source, invalid_to_uri, idempotency_key_reused, field_too_long", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -438,7 +438,7 @@ async fn do_update(
         (status = 403, description = "trigger_not_allowed", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "watch_not_found", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 412, description = "precondition_failed", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, nothing_to_change, invalid_interval", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_body, nothing_to_change, invalid_interval, field_too_long", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn update(
@@ -459,7 +459,7 @@ pub async fn update(
         (status = 400, description = "watch_key_required, ambiguous_to_uri", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "watch_not_found", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 412, description = "precondition_failed", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, nothing_to_change, invalid_interval", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "invalid_body, nothing_to_change, invalid_interval, field_too_long", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn update_by_uri(

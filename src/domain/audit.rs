@@ -96,7 +96,10 @@ impl AuditEntry {
                     .clone()
                     .or_else(|| key.id.as_ref().and_then(watch_project)),
             ),
-            (Command::Malformed { .. } | Command::Coalesced { .. }, _) => (None, None),
+            (
+                Command::Malformed { .. } | Command::Coalesced { .. } | Command::Summarized { .. },
+                _,
+            ) => (None, None),
             (
                 Command::McpCall {
                     project, target, ..

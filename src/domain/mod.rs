@@ -9,6 +9,7 @@
 //! encodes variants by index, so reordering would silently reinterpret old logs.
 
 mod audit;
+pub mod bounds;
 mod build;
 mod cold;
 mod digest;
@@ -313,6 +314,25 @@ pub enum Command {
     PruneJobLogs {
         before: Millis,
     },
+    /// A request recorded by its summary instead of itself: one of its fields was over its
+    /// limit (`field`, refused before it was decided), or it was refused and is too large to
+    /// keep whole (`field` is `command`; `len` and `sha256` are then of its encoding). `len`
+    /// and `sha256` (SHA-256) identify the value without storing it. `fingerprint` is the
+    /// request's own, so a retry under the same `Idempotency-Key` is still recognised.
+    /// `decide` refuses it with the refusal it carries. See [`bounds`].
+    Summarized {
+        op: String,
+        field: String,
+        len: u64,
+        #[serde(with = "hex_hash")]
+        sha256: Hash,
+        #[serde(with = "hex_hash")]
+        fingerprint: Hash,
+        status: u16,
+        code: String,
+        reason: String,
+        refusal_field: Option<String>,
+    },
 }
 
 /// A refusal decided outside the core (a read's, or a call's that could not be parsed), kept
@@ -355,6 +375,7 @@ impl Command {
             Command::Coalesced { op, .. } => op,
             Command::McpWrite { tool, .. } | Command::McpCall { tool, .. } => tool,
             Command::PruneJobLogs { .. } => "prune_job_logs",
+            Command::Summarized { op, .. } => op,
         }
     }
 
@@ -369,6 +390,9 @@ impl Command {
     /// Identifies "the same request" for `Idempotency-Key`. A token's secret hash is left out:
     /// each attempt draws a new secret, yet a retry is still the same request.
     pub fn fingerprint(&self) -> Hash {
+        if let Command::Summarized { fingerprint, .. } = self {
+            return *fingerprint;
+        }
         let mut canonical = self.clone();
         if let Command::IssueToken { secret_hash, .. } = &mut canonical {
             *secret_hash = [0; 32];
@@ -734,6 +758,18 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rej
             None => Ok(Vec::new()),
         },
         Command::PruneJobLogs { before } => build::prune_logs(state, ctx, *before),
+        Command::Summarized {
+            status,
+            code,
+            reason,
+            refusal_field,
+            ..
+        } => Err(Rejection {
+            status: *status,
+            code: code.clone(),
+            reason: reason.clone(),
+            field: refusal_field.clone(),
+        }),
     }
 }
 

@@ -70,12 +70,12 @@ pub enum Pipeline {
     Generate(String),
 }
 
-pub const MAX_RUN_LEN: usize = 64 * 1024;
+pub const MAX_RUN_LEN: usize = super::bounds::RUN;
 
 /// A job name is one or more `/`-separated segments of `[a-z0-9_-]`. Clones add `.N` to the
 /// last segment, which is why `.` is not allowed in names people write.
 pub fn valid_name(name: &str) -> bool {
-    name.len() <= 255
+    name.len() <= super::bounds::JOB_NAME
         && name.split('/').all(|seg| {
             !seg.is_empty()
                 && seg

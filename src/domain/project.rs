@@ -14,11 +14,11 @@ pub struct Project {
     pub builds: u64,
 }
 
-pub const MAX_NAME_LEN: usize = 200;
+pub const MAX_NAME_LEN: usize = super::bounds::PROJECT_NAME;
 
 /// A project id is a slug: 1 to 63 characters of `[a-z0-9-]`.
 pub fn valid_slug(id: &str) -> bool {
-    (1..=63).contains(&id.len())
+    (1..=super::bounds::PROJECT_ID).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

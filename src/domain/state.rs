@@ -248,6 +248,9 @@ impl State {
                 }
                 // An agent's read (or a call that never became a command) changes nothing.
                 Command::McpCall { .. } => return Ok(caller),
+                // Refused already, for what it was (a field over its limit, or the refusal it
+                // carries); who may do what does not change that answer.
+                Command::Summarized { .. } => return Ok(caller),
                 _ => {}
             }
             if !token.allow_trigger {

@@ -39,7 +39,7 @@ impl Token {
     }
 }
 
-pub const MAX_DESCRIPTION_LEN: usize = 200;
+pub const MAX_DESCRIPTION_LEN: usize = super::bounds::TOKEN_DESCRIPTION;
 
 pub(super) struct Issue<'a> {
     pub secret_hash: Hash,

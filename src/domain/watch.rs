@@ -9,9 +9,9 @@ use super::{Caller, Ctx, Event, JobState, Millis, Principal, Rejection, State, c
 
 /// A year, in minutes.
 pub const MAX_INTERVAL_MINUTES: f64 = 525_600.0;
-pub const MAX_URI_LEN: usize = 2048;
-pub const MAX_REASON_LEN: usize = 1024;
-pub const MAX_INSTRUCTION_LEN: usize = 16 * 1024;
+pub const MAX_URI_LEN: usize = super::bounds::URI;
+pub const MAX_REASON_LEN: usize = super::bounds::REASON;
+pub const MAX_INSTRUCTION_LEN: usize = super::bounds::INSTRUCTION;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Watch {

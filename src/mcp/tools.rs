@@ -30,7 +30,7 @@ use crate::api::{AppState, Problem, now_ms};
 use crate::control::Submission;
 use crate::domain::{
     Caller, Command, JobState, NewWatch, Pipeline, Plane, Principal, Refusal, Rejection, Reply,
-    State, Watch, WatchKey, WatchPatch,
+    State, Watch, WatchKey, WatchPatch, bounds,
 };
 use crate::limits::Bucket;
 
@@ -602,13 +602,14 @@ fn unrecorded(e: crate::control::ControlError) -> McpError {
 }
 
 impl Call<'_> {
-    /// Records a call that changes nothing.
+    /// Records a call that changes nothing. The answer is the record's: a call whose
+    /// arguments are over their limits is recorded as refused for that (`field_too_long`).
     async fn record(
         &self,
         project: Option<String>,
         target: Option<String>,
         refusal: Option<&Rejection>,
-    ) -> Result<(), McpError> {
+    ) -> Result<Result<Reply, Rejection>, McpError> {
         let command = Command::McpCall {
             tool: self.tool.clone(),
             arguments: self.arguments.clone(),
@@ -620,7 +621,7 @@ impl Call<'_> {
                 reason: r.reason.clone(),
             }),
         };
-        self.submit(None, command).await.map(|_| ())
+        self.submit(None, command).await
     }
 
     async fn submit(
@@ -697,10 +698,13 @@ impl Call<'_> {
     /// Arguments that do not fit the tool's schema: recorded, then a JSON-RPC -32602.
     async fn malformed(&self, code: &str, detail: String) -> McpError {
         let refusal = Rejection::new(400, code, detail.clone());
-        if let Err(e) = self.record(None, None, Some(&refusal)).await {
-            return e;
+        match self.record(None, None, Some(&refusal)).await {
+            Err(e) => e,
+            Ok(Err(r)) if r.code == bounds::FIELD_TOO_LONG => {
+                McpError::invalid_params(format!("{} [{}]", r.reason, r.code), None)
+            }
+            Ok(_) => McpError::invalid_params(detail, None),
         }
-        McpError::invalid_params(detail, None)
     }
 
     async fn parse<T: DeserializeOwned>(&self, args: &Value) -> Result<T, McpError> {
@@ -720,7 +724,10 @@ impl Call<'_> {
 }
 
 fn check_key(key: String) -> Result<String, Rejection> {
-    if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) {
+    if !key.is_empty()
+        && key.len() <= crate::domain::bounds::IDEMPOTENCY_KEY
+        && key.bytes().all(|b| b.is_ascii_graphic())
+    {
         Ok(key)
     } else {
         Err(Rejection::invalid(
@@ -997,8 +1004,16 @@ impl ServerHandler for Tools {
                     q.reset_secs.max(1)
                 ),
             );
-            call.record(None, None, Some(&r)).await?;
-            return Ok(tool_error(&r));
+            let recorded = call.record(None, None, Some(&r)).await?;
+            return Ok(tool_error(recorded.as_ref().err().unwrap_or(&r)));
+        }
+        // Arguments over their limit are refused before they are read; the record keeps only
+        // their length and hash. A write's arguments are held to theirs by its record.
+        if kind == Kind::Read && call.arguments.len() > bounds::MCP_READ_ARGUMENTS {
+            let recorded = call.record(None, None, None).await?;
+            if let Err(r) = recorded {
+                return Ok(tool_error(&r));
+            }
         }
         match kind {
             Kind::Read => self.read(&call, &args).await,
@@ -1017,7 +1032,11 @@ async fn finish(
     target: Option<String>,
     outcome: Read,
 ) -> Result<CallToolResponse, McpError> {
-    call.record(project, target, outcome.as_ref().err()).await?;
+    let recorded = call.record(project, target, outcome.as_ref().err()).await?;
+    let outcome = match recorded {
+        Err(r) if r.code == bounds::FIELD_TOO_LONG => Err(r),
+        _ => outcome,
+    };
     match outcome {
         Ok((value, text)) => {
             let mut result = CallToolResult::structured(value);

@@ -246,11 +246,16 @@ impl Client {
         lease: Uuid,
         outcome: &Outcome,
     ) -> Result<(), RunnerError> {
+        // The server refuses a longer message, which would leave the job to its lease.
+        let message = outcome.message.clone().map(|mut m| {
+            crate::domain::bounds::clip(&mut m, crate::domain::bounds::JOB_MESSAGE);
+            m
+        });
         let body = serde_json::json!({
             "lease_id": lease,
             "state": outcome.state,
             "exit_code": outcome.exit_code,
-            "message": outcome.message,
+            "message": message,
         });
         let resp = self
             .post(

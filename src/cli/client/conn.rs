@@ -133,7 +133,9 @@ impl Conn {
         match &idem.idempotency_key {
             None => Ok(rb),
             Some(k) => {
-                let ok = !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic());
+                let ok = !k.is_empty()
+                    && k.len() <= crate::domain::bounds::IDEMPOTENCY_KEY
+                    && k.bytes().all(|b| b.is_ascii_graphic());
                 let value = HeaderValue::from_str(k)
                     .ok()
                     .filter(|_| ok)
