@@ -174,13 +174,14 @@ impl Server {
             source,
         })?;
         let (stop, mut stopped) = watch::channel(false);
-        let app = api::router(
-            AppState {
-                control: control.clone(),
-                limits: Arc::new(RateLimits::new(cfg.limits())),
-                shutdown: stop.subscribe(),
-            },
-            cfg.mcp.clone(),
+        let state = AppState {
+            control: control.clone(),
+            limits: Arc::new(RateLimits::new(cfg.limits())),
+            shutdown: stop.subscribe(),
+        };
+        // The one place the doors are put together.
+        let app = api::layers(
+            api::router(state.clone()).merge(crate::mcp::router(state, cfg.mcp.clone())),
         );
         let serving = tokio::spawn(async move {
             axum::serve(listener, app)

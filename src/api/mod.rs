@@ -47,7 +47,9 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-pub fn router(state: AppState, mcp: crate::mcp::McpConfig) -> Router {
+/// The REST door's routes. The server merges them with the MCP door's and wraps both in
+/// [`layers`]; this module does not know the MCP door (it depends on this one).
+pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(watches::routes())
         .merge(projects::routes())
@@ -58,14 +60,19 @@ pub fn router(state: AppState, mcp: crate::mcp::McpConfig) -> Router {
         .nest("/mcp", builds::mcp_routes())
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi::serve));
-    let rest = Router::new()
+    Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi::serve))
         .fallback(route_not_found)
         .layer(middleware::map_response(errors_as_problems))
-        .with_state(state.clone());
-    rest.merge(crate::mcp::router(state, mcp))
+        .with_state(state)
+}
+
+/// What every request passes through, whichever door it is for: tracing, its request id, the
+/// body limit, and a problem document instead of a dropped connection if a handler panics.
+pub fn layers(doors: Router) -> Router {
+    doors
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -1,8 +1,8 @@
 //! The audit projection: one entry per commit, indexed for filtering. The full command and
 //! events stay in the log; an entry points at them by `seq`.
 
+use super::commit::{Commit, Outcome};
 use super::{Command, Event, Millis, Plane, Principal, State};
-use crate::log::{Commit, Outcome};
 use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

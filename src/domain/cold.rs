@@ -55,7 +55,7 @@ pub enum ColdOp {
 pub struct ColdTally {
     pub builds: u64,
     /// XOR of [`super::digest::cold_hash`] over the cold builds.
-    pub hash: crate::log::Hash,
+    pub hash: super::commit::Hash,
 }
 
 impl ColdTally {

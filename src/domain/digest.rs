@@ -43,12 +43,12 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::commit::Hash;
 use super::pipeline::{Accept, Dependency, JobSpec, Pipeline};
 use super::{
     Build, Job, JobDep, JobState, LastRun, Lease, Millis, Principal, Project, RunOutcome, State,
     Token, TokenKind, Trigger, Watch,
 };
-use crate::log::Hash;
 
 /// The name of the digest's algorithm, as the API reports it.
 pub const DIGEST_ALGORITHM: &str = "sha256";
@@ -507,8 +507,8 @@ impl Canon {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::commit::{Commit, CommitBody, GENESIS, Meta, Outcome};
     use crate::domain::{Command, Ctx, Plane, Rules, decide};
-    use crate::log::{Commit, CommitBody, GENESIS, Meta, Outcome};
 
     /// A small state built through the real decide/apply path.
     fn state_with(commands: &[Command]) -> State {

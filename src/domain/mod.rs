@@ -12,6 +12,7 @@ mod audit;
 pub mod bounds;
 mod build;
 mod cold;
+pub mod commit;
 mod digest;
 pub mod pipeline;
 mod project;
@@ -38,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::log::Hash;
+use commit::Hash;
 
 /// Unix time in milliseconds.
 pub type Millis = i64;

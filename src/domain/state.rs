@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::commit::{Commit, GENESIS, Hash, Outcome};
 use super::{
     AuditEntry, Build, Command, Ctx, Event, Job, JobDep, JobState, Lease, Millis, NewJob, Plane,
     Principal, Project, Rejection, Reply, Token, TokenKind, Watch,
 };
-use crate::log::{Commit, GENESIS, Hash, Outcome};
 
 /// How long an `Idempotency-Key` is remembered, measured in commit time.
 pub const IDEMPOTENCY_TTL_MS: Millis = 24 * 60 * 60 * 1000;

@@ -15,59 +15,15 @@ pub mod wal;
 
 pub use store::{Note, Store, SyncMode};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-use crate::domain::{Command, Event, Plane, Principal};
 
 /// The version byte that leads every record written by this code.
 pub const FORMAT_V1: u8 = 1;
 const HEADER_LEN: usize = 1 + 8 + 32 + 32;
 
-pub type Hash = [u8; 32];
-
-/// The hash that the first commit chains from.
-pub const GENESIS: Hash = [0u8; 32];
-
-/// Who asked, through which door, and what they asked for.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Meta {
-    pub principal: Principal,
-    pub plane: Plane,
-    pub request_id: String,
-    pub idempotency_key: Option<String>,
-    pub command: Command,
-}
-
-/// Whether `decide` accepted the command.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Outcome {
-    Accepted,
-    Rejected {
-        status: u16,
-        code: String,
-        reason: String,
-        field: Option<String>,
-    },
-}
-
-/// Everything a commit says, apart from its place in the chain.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CommitBody {
-    /// Unix milliseconds, stamped by the writer (never earlier than the previous commit).
-    pub at: i64,
-    pub meta: Meta,
-    pub outcome: Outcome,
-    pub events: Vec<Event>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Commit {
-    pub seq: u64,
-    pub prev_hash: Hash,
-    pub hash: Hash,
-    pub body: CommitBody,
-}
+// The record's types are the domain's (the fold reads commits); this module owns how they
+// are sealed, stored and checked.
+pub use crate::domain::commit::{Commit, CommitBody, GENESIS, Hash, Meta, Outcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
