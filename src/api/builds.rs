@@ -3,7 +3,6 @@
 //! differs, and with it who is admitted and which bucket is spent.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -20,7 +19,7 @@ use super::problem::ProblemDoc;
 use super::{AppState, Problem, etag, if_match, parse_body, read, rfc3339, submit_on, unexpected};
 use crate::domain::{
     Accept, Build, Command, Dependency, Job, JobSpec, JobState, Pipeline, Plane, Reply,
-    State as Domain, derived_state,
+    derived_state,
 };
 
 /// The plain routes (under `/api/v1`).
@@ -190,21 +189,6 @@ impl BuildView {
     /// A build with its jobs, as memory or the store has it.
     pub fn of(b: &crate::domain::ColdBuild) -> BuildView {
         BuildView::with_jobs(&b.build, b.jobs.iter())
-    }
-
-    /// A build as the state has it now, with its jobs.
-    pub fn full(state: &Domain, b: &Build) -> BuildView {
-        BuildView::with_jobs(
-            b,
-            b.jobs
-                .iter()
-                .filter_map(|j| state.jobs.get(j).map(Arc::as_ref)),
-        )
-    }
-
-    /// A build without its jobs, for listings.
-    pub fn summary(state: &Domain, b: &Build) -> BuildView {
-        BuildView::new(state.build_state(b), b, None)
     }
 }
 

@@ -1114,9 +1114,7 @@ fn track_cold(
         }
         ColdOp::LogsPruned { jobs, at } => {
             for b in cold.values_mut() {
-                for j in b.jobs.iter_mut().filter(|j| jobs.contains(&j.id)) {
-                    j.log_pruned_at.get_or_insert(at);
-                }
+                b.mark_pruned(&jobs, at);
             }
         }
         ColdOp::Recalled(id) => {

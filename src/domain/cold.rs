@@ -31,6 +31,13 @@ impl ColdBuild {
         super::derived_state(&self.jobs)
     }
 
+    /// Marks these jobs' output pruned at `at` (what [`ColdOp::LogsPruned`] does to a record).
+    pub fn mark_pruned(&mut self, jobs: &[Uuid], at: Millis) {
+        for j in self.jobs.iter_mut().filter(|j| jobs.contains(&j.id)) {
+            j.log_pruned_at.get_or_insert(at);
+        }
+    }
+
     /// Its jobs whose output retention may still prune: (end time, job).
     pub fn prunable(&self) -> impl Iterator<Item = (Millis, Uuid)> + '_ {
         self.jobs

@@ -185,13 +185,6 @@ pub fn through(tree: &sled::Tree, err: Err<'_>) -> Result<u64, LogError> {
         .map_or(0, u64::from_be_bytes))
 }
 
-/// Marks these jobs' output pruned at `at` in a record.
-pub fn mark_pruned(b: &mut ColdBuild, jobs: &[Uuid], at: Millis) {
-    for j in b.jobs.iter_mut().filter(|j| jobs.contains(&j.id)) {
-        j.log_pruned_at.get_or_insert(at);
-    }
-}
-
 /// Writes the ops of the commits up to `through`, in order, as one batch, and moves `'w'` to
 /// `through`. (The chunks of pruned output are the caller's to delete, before this.)
 pub fn write(
@@ -260,7 +253,7 @@ pub fn write(
                     for (ended, job) in b.prunable().filter(|(_, j)| jobs.contains(j)) {
                         batch.remove(expiry_key(ended, job));
                     }
-                    mark_pruned(&mut b, jobs, *at);
+                    b.mark_pruned(jobs, *at);
                     batch.insert(build_key(id), encode(&b).map_err(encode_err(id))?);
                     written.insert(id, b);
                 }
@@ -284,7 +277,7 @@ pub fn overlay(
             ColdOp::Evicted(b) if b.build.id == id => record = Some((**b).clone()),
             ColdOp::LogsPruned { jobs, at } => {
                 if let Some(b) = record.as_mut() {
-                    mark_pruned(b, jobs, *at);
+                    b.mark_pruned(jobs, *at);
                 }
             }
             _ => {}
