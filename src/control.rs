@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::domain::{
-    self, AuditEntry, Command, Ctx, Event, Millis, Plane, Principal, Rejection, Reply, Rules, State,
+    self, AuditEntry, Command, Ctx, Event, Millis, Plane, Principal, Refused, Rejection, Reply,
+    Rules, State,
 };
 use crate::log::{
     Commit, CommitBody, LogError, Meta, Outcome, Store, SyncMode, Verifier, snapshot,
@@ -926,10 +927,13 @@ impl Writer {
         let tentative = (!recalled.is_empty()).then(|| self.working.with_recalled(&recalled));
         let judge = tentative.as_ref().unwrap_or(&self.working);
         let decided = match &s.idempotency_key {
-            Some(key) => judge.idempotency_conflict(s.principal, key, &s.command),
+            Some(key) => judge
+                .idempotency_conflict(s.principal, key, &s.command)
+                .map_err(Refused::from),
             None => Ok(()),
         }
         .and_then(|()| domain::decide(judge, &s.command, &ctx))
+        .map_err(Rejection::from)
         .map(|mut events| {
             let back = judge.recalls_needed(&recalled, &events);
             if !back.is_empty() {

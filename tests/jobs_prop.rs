@@ -258,7 +258,7 @@ proptest! {
                     renewals: Default::default(),
                     cold_prunable: Vec::new(),
                 };
-                let expected = gist(&reeve::domain::decide(&shadow, &command, &ctx));
+                let expected = gist(&reeve::domain::decide(&shadow, &command, &ctx).map_err(Rejection::from));
                 let actual = match (&submitted.result, submitted.seq) {
                     (Err(r), _) => Err(r.code.clone()),
                     (Ok(_), Some(seq)) => {

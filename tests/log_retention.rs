@@ -62,7 +62,7 @@ impl Log {
             renewals: Default::default(),
             cold_prunable: Vec::new(),
         };
-        let decided = decide(&self.state, &command, &ctx);
+        let decided = decide(&self.state, &command, &ctx).map_err(Rejection::from);
         let (outcome, events) = match &decided {
             Ok(events) => (Outcome::Accepted, events.clone()),
             Err(r) => (
@@ -223,7 +223,7 @@ fn a_prune_names_at_most_its_bound_oldest_first_and_only_jobs_that_ran_and_ended
         },
         job_before
     );
-    let gone = log_readable(&job_after).expect_err("a pruned log is not readable");
+    let gone = Rejection::from(log_readable(&job_after).expect_err("a pruned log is not readable"));
     assert_eq!((gone.status, gone.code.as_str()), (410, "log_pruned"));
     assert!(gone.reason.contains("retention"), "{}", gone.reason);
     assert!(

@@ -57,15 +57,64 @@ impl Problem {
 
 impl From<Rejection> for Problem {
     fn from(r: Rejection) -> Problem {
+        let detail = match next_step(&r.code) {
+            Some(step) if !r.reason.contains(step) => format!("{}; {step}", r.reason),
+            _ => r.reason,
+        };
         Problem {
             status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             code: r.code,
-            detail: r.reason,
+            detail,
             field: r.field,
             headers: Vec::new(),
         }
     }
 }
+
+/// The domain says what is wrong; a REST caller also gets where to go next, in routes.
+fn next_step(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "project_not_found" => "GET /api/v1/projects lists yours",
+        "watch_not_found" => "GET /api/v1/watches lists the watches you can see",
+        "build_not_found" => "GET /api/v1/projects/{project}/builds lists them",
+        "job_not_found" => "GET /api/v1/projects/{project}/builds/{build} lists a build's jobs",
+        "token_not_found" => "GET /api/v1/tokens lists them",
+        "unknown_project" => "POST /api/v1/projects creates one",
+        "log_pruned" => {
+            "GET /api/v1/projects/{project}/jobs/{job} shows its state, exit code and message"
+        }
+        "no_pipeline" => "PATCH /api/v1/projects/{project} sets a default pipeline",
+        "create_jobs_not_restartable" => "POST /api/v1/projects/{project}/builds/{build}/restart",
+        "mcp_token_not_allowed" => "those are /mcp and /api/v1/mcp",
+        "ambiguous_to_uri" => "add project=<id>",
+        "watch_key_required" => "use /watches/{id} or ?to_uri=<uri>",
+        "invalid_interval" => "to stop a watch instead, PATCH it with is_active=false",
+        "precondition_failed" => "GET it again for its ETag",
+        _ => return None,
+    })
+}
+
+/// Every typed refusal reaches a REST caller as its wire form, with the REST next step.
+macro_rules! from_refusal {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Problem {
+            fn from(r: $t) -> Problem {
+                Problem::from(Rejection::from(r))
+            }
+        }
+    )*};
+}
+
+from_refusal!(
+    crate::domain::Refused,
+    crate::domain::AccessRefused,
+    crate::domain::InputRefused,
+    crate::domain::ProjectRefused,
+    crate::domain::TokenRefused,
+    crate::domain::WatchRefused,
+    crate::domain::BuildRefused,
+    crate::domain::RunnerRefused
+);
 
 impl From<ControlError> for Problem {
     fn from(e: ControlError) -> Problem {

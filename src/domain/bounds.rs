@@ -101,7 +101,11 @@ impl Over<'_> {
     }
 
     pub fn rejection(&self) -> Rejection {
-        Rejection::invalid(FIELD_TOO_LONG, self.field, self.reason())
+        super::Refused::from(super::InputRefused::FieldTooLong {
+            field: self.field,
+            reason: self.reason(),
+        })
+        .into()
     }
 }
 

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::pipeline::{self, Accept, CREATE_JOBS, Pipeline};
-use super::{Caller, Ctx, Event, Millis, Plane, Principal, Rejection, State, check_if_match};
+use super::refusal::{BuildRefused, RunnerRefused};
+use super::{Caller, Ctx, Event, Millis, Plane, Principal, Refused, State, check_if_match};
 
 #[derive(
     Clone,
@@ -204,20 +205,12 @@ pub fn derived_state<'a>(jobs: impl IntoIterator<Item = &'a Job>) -> JobState {
     worst
 }
 
-pub(super) fn build_not_found(id: Uuid) -> Rejection {
-    Rejection::new(
-        404,
-        "build_not_found",
-        format!("no build {id} in this project; GET .../builds lists them"),
-    )
+pub(super) fn build_not_found(id: Uuid) -> BuildRefused {
+    BuildRefused::BuildNotFound { id }
 }
 
-pub(super) fn job_not_found(id: Uuid) -> Rejection {
-    Rejection::new(
-        404,
-        "job_not_found",
-        format!("no job {id} in this project; GET .../builds/{{build}} lists a build's jobs"),
-    )
+pub(super) fn job_not_found(id: Uuid) -> BuildRefused {
+    BuildRefused::JobNotFound { id }
 }
 
 /// The most jobs one prune commit names. A UUID is 17 bytes in the log (a length byte and
@@ -226,23 +219,18 @@ pub const MAX_LOGS_PRUNED: usize = 256;
 
 /// Why a job's log cannot be read: job log retention deleted it. 410, since the output
 /// existed and is gone for good; the job's record and its audit trail remain.
-pub fn log_readable(job: &Job) -> Result<(), Rejection> {
+pub fn log_readable(job: &Job) -> Result<(), BuildRefused> {
     let Some(pruned_at) = job.log_pruned_at else {
         return Ok(());
     };
     let ended = job
         .finished_at
         .map_or_else(|| "earlier".to_string(), |at| format!("at {}", time(at)));
-    Err(Rejection::new(
-        410,
-        "log_pruned",
-        format!(
-            "the output of job {} was deleted at {} by this server's job log retention (the job ended {ended}, longer ago than the retention period); the job's record and its audit trail remain; GET .../jobs/{} shows its state, exit code and message",
-            job.id,
-            time(pruned_at),
-            job.id
-        ),
-    ))
+    Err(BuildRefused::LogPruned {
+        id: job.id,
+        pruned_at: time(pruned_at),
+        ended,
+    })
 }
 
 /// A commit time as RFC 3339 (UTC, milliseconds), as the API writes times.
@@ -253,12 +241,10 @@ fn time(ms: Millis) -> String {
     }
 }
 
-fn project_not_found(project: &str) -> Rejection {
-    Rejection::new(
-        404,
-        "project_not_found",
-        format!("no project {project:?}; GET /api/v1/projects lists yours"),
-    )
+fn project_not_found(project: &str) -> BuildRefused {
+    BuildRefused::ProjectNotFound {
+        project: project.to_string(),
+    }
 }
 
 impl State {
@@ -272,7 +258,7 @@ impl State {
         )
     }
 
-    pub fn project_visible(&self, caller: &Caller<'_>, project: &str) -> Result<(), Rejection> {
+    pub fn project_visible(&self, caller: &Caller<'_>, project: &str) -> Result<(), BuildRefused> {
         if self.projects.contains_key(project) && caller.sees_project(project) {
             Ok(())
         } else {
@@ -286,7 +272,7 @@ impl State {
         caller: &Caller<'_>,
         project: &str,
         id: Uuid,
-    ) -> Result<&Build, Rejection> {
+    ) -> Result<&Build, BuildRefused> {
         self.project_visible(caller, project)?;
         self.builds
             .get(&id)
@@ -301,7 +287,7 @@ impl State {
         caller: &Caller<'_>,
         project: &str,
         id: Uuid,
-    ) -> Result<&Job, Rejection> {
+    ) -> Result<&Job, BuildRefused> {
         self.project_visible(caller, project)?;
         self.jobs
             .get(&id)
@@ -551,18 +537,15 @@ pub(super) fn trigger(
     project: &str,
     pipeline: Option<&Pipeline>,
     env: &BTreeMap<String, String>,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     state.project_visible(caller, project)?;
     let p = &state.projects[project];
-    let pipeline = pipeline.or(p.default_pipeline.as_ref()).ok_or_else(|| {
-        Rejection::invalid(
-            "no_pipeline",
-            "pipeline",
-            format!(
-                "give a pipeline, or set a default for project {project:?} with PATCH /api/v1/projects/{project}"
-            ),
-        )
-    })?;
+    let pipeline =
+        pipeline
+            .or(p.default_pipeline.as_ref())
+            .ok_or_else(|| BuildRefused::NoPipeline {
+                project: project.to_string(),
+            })?;
     pipeline::validate(pipeline, ctx.rules.max_jobs)?;
     Ok(new_build(
         ctx,
@@ -585,7 +568,7 @@ pub(super) fn restart_build(
     project: &str,
     id: Uuid,
     if_match: Option<u64>,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     let build = state.visible_build(caller, project, id)?;
     check_if_match("build", if_match, build.version)?;
     let counter = state
@@ -617,7 +600,7 @@ pub(super) fn abort_build(
     project: &str,
     id: Uuid,
     if_match: Option<u64>,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     let build = state.visible_build(caller, project, id)?;
     check_if_match("build", if_match, build.version)?;
     let live: Vec<_> = build
@@ -641,7 +624,7 @@ pub(super) fn abort_job(
     project: &str,
     id: Uuid,
     if_match: Option<u64>,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     let job = state.visible_job(caller, project, id)?;
     check_if_match("job", if_match, job.version)?;
     if job.state.is_done() {
@@ -660,22 +643,14 @@ fn check_retryable<'s>(
     project: &str,
     id: Uuid,
     if_match: Option<u64>,
-) -> Result<&'s Job, Rejection> {
+) -> Result<&'s Job, Refused> {
     let job = state.visible_job(caller, project, id)?;
     check_if_match("job", if_match, job.version)?;
     if job.name == CREATE_JOBS {
-        return Err(Rejection::new(
-            409,
-            "create_jobs_not_restartable",
-            "Create Jobs expands the pipeline; restart the build instead (POST .../builds/{build}/restart)",
-        ));
+        return Err(BuildRefused::CreateJobsNotRestartable.into());
     }
     if let Some(by) = job.superseded_by {
-        return Err(Rejection::new(
-            409,
-            "job_superseded",
-            format!("job {id} was already restarted as {by}; restart that one instead"),
-        ));
+        return Err(BuildRefused::JobSuperseded { id, by }.into());
     }
     if state
         .builds
@@ -683,21 +658,14 @@ fn check_retryable<'s>(
         .map(Arc::as_ref)
         .is_some_and(|b| b.aborted)
     {
-        return Err(Rejection::new(
-            409,
-            "build_aborted",
-            "the build was aborted, so nothing in it runs again; restart the build instead",
-        ));
+        return Err(BuildRefused::BuildAborted.into());
     }
     if !job.state.is_restartable() {
-        return Err(Rejection::new(
-            409,
-            "job_not_terminal",
-            format!(
-                "job {id} is {}; only finished, failed, errored or killed jobs can be restarted (abort it first)",
-                job.state.as_str()
-            ),
-        ));
+        return Err(BuildRefused::JobNotTerminal {
+            id,
+            state: job.state.as_str(),
+        }
+        .into());
     }
     Ok(job)
 }
@@ -723,7 +691,7 @@ pub(super) fn restart_job(
     project: &str,
     id: Uuid,
     if_match: Option<u64>,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     let job = check_retryable(state, caller, project, id, if_match)?;
     // The job and its transitive non-superseded descendants, in build order.
     let mut set: HashSet<Uuid> = HashSet::from([id]);
@@ -746,16 +714,12 @@ pub(super) fn restart_job(
         .iter()
         .find(|j| j.id != id && matches!(j.state, JobState::Scheduled | JobState::Running))
     {
-        return Err(Rejection::new(
-            409,
-            "descendant_running",
-            format!(
-                "descendant {} ({}) is {}; wait for it or abort it first",
-                busy.name,
-                busy.id,
-                busy.state.as_str()
-            ),
-        ));
+        return Err(BuildRefused::DescendantRunning {
+            id: busy.id,
+            name: busy.name.clone(),
+            state: busy.state.as_str(),
+        }
+        .into());
     }
     let mut namer = pipeline::CloneNamer::new(build_names(state, build.id));
     let clone_ids: HashMap<Uuid, (Uuid, String)> = members
@@ -813,23 +777,19 @@ pub(super) fn rerun_job(
     project: &str,
     id: Uuid,
     if_match: Option<u64>,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     let job = check_retryable(state, caller, project, id, if_match)?;
     // The children move under the clone, which starts queued: none of them may be running.
     if let Some(busy) = state
         .children(id)
         .find(|c| matches!(c.state, JobState::Scheduled | JobState::Running))
     {
-        return Err(Rejection::new(
-            409,
-            "descendant_running",
-            format!(
-                "child {} ({}) is {}; wait for it or abort it before rerunning its parent",
-                busy.name,
-                busy.id,
-                busy.state.as_str()
-            ),
-        ));
+        return Err(BuildRefused::ChildRunning {
+            id: busy.id,
+            name: busy.name.clone(),
+            state: busy.state.as_str(),
+        }
+        .into());
     }
     let to = ctx.nth_id(0);
     let name = pipeline::clone_name(&job.name, build_names(state, job.build_id).into_iter());
@@ -857,18 +817,10 @@ pub(super) fn rerun_job(
     }])
 }
 
-pub(super) fn claim(
-    state: &State,
-    caller: &Caller<'_>,
-    ctx: &Ctx,
-) -> Result<Vec<Event>, Rejection> {
-    let job = state.claimable(caller).ok_or_else(|| {
-        Rejection::new(
-            204,
-            "nothing_to_claim",
-            "no job is ready to run; poll again",
-        )
-    })?;
+pub(super) fn claim(state: &State, caller: &Caller<'_>, ctx: &Ctx) -> Result<Vec<Event>, Refused> {
+    let job = state
+        .claimable(caller)
+        .ok_or(RunnerRefused::NothingToClaim)?;
     Ok(vec![Event::JobClaimed {
         id: job.id,
         lease_id: ctx.nth_id(0),
@@ -883,7 +835,7 @@ pub fn leased<'s>(
     caller: &Caller<'_>,
     id: Uuid,
     lease_id: Uuid,
-) -> Result<&'s Job, Rejection> {
+) -> Result<&'s Job, Refused> {
     let job = state
         .jobs
         .get(&id)
@@ -894,15 +846,7 @@ pub fn leased<'s>(
                 .is_some_and(|b| caller.sees_project(&b.project))
         })
         .ok_or_else(|| job_not_found(id))?;
-    let stale = || {
-        Rejection::new(
-            409,
-            "stale_lease",
-            format!(
-                "lease {lease_id} does not hold job {id} (it expired, or the job ended); drop this job"
-            ),
-        )
-    };
+    let stale = || RunnerRefused::StaleLease { lease_id, id }.into();
     match &job.lease {
         Some(l)
             if l.id == lease_id && matches!(job.state, JobState::Running | JobState::Killed) =>
@@ -922,7 +866,7 @@ pub(super) fn heartbeat(
     ctx: &Ctx,
     id: Uuid,
     lease_id: Uuid,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     let job = leased(state, caller, id, lease_id)?;
     if job.state != JobState::Running {
         return Ok(Vec::new());
@@ -941,17 +885,13 @@ pub(super) fn finish(
     end: JobState,
     exit_code: Option<i32>,
     message: Option<&str>,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     let job = leased(state, caller, id, lease_id)?;
     if !matches!(
         end,
         JobState::Finished | JobState::Failure | JobState::Error | JobState::Killed
     ) {
-        return Err(Rejection::invalid(
-            "invalid_state",
-            "state",
-            "a runner finishes a job as finished, failure, error or killed",
-        ));
+        return Err(RunnerRefused::InvalidState.into());
     }
     if job.state != JobState::Running {
         // Aborted while it ran: the kill already stands.
@@ -974,7 +914,7 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
-pub(super) fn expire_leases(state: &State, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub(super) fn expire_leases(state: &State, ctx: &Ctx) -> Result<Vec<Event>, Refused> {
     let lost = state
         .lapsed_leases(ctx.at, &ctx.renewals)
         .map(|j| (j.id, JobState::Error, None, Some("runner lost".to_string())))
@@ -986,21 +926,13 @@ pub(super) fn expire_leases(state: &State, ctx: &Ctx) -> Result<Vec<Event>, Reje
 /// [`MAX_LOGS_PRUNED`], oldest first) are marked pruned; the server deletes their output once
 /// the commit is durable. Nothing qualifies: no event (the server checks the projection
 /// first, so it does not ask).
-pub(super) fn prune_logs(
-    state: &State,
-    ctx: &Ctx,
-    before: Millis,
-) -> Result<Vec<Event>, Rejection> {
+pub(super) fn prune_logs(state: &State, ctx: &Ctx, before: Millis) -> Result<Vec<Event>, Refused> {
     if before > ctx.at {
-        return Err(Rejection::new(
-            422,
-            "invalid_cutoff",
-            format!(
-                "the cut-off {} is after the commit time {}: only output of jobs that already ended can be pruned",
-                time(before),
-                time(ctx.at)
-            ),
-        ));
+        return Err(BuildRefused::InvalidCutoff {
+            before: time(before),
+            at: time(ctx.at),
+        }
+        .into());
     }
     let mut jobs: Vec<Uuid> = state.prunable_logs(before).take(MAX_LOGS_PRUNED).collect();
     let room = MAX_LOGS_PRUNED - jobs.len();
@@ -1027,14 +959,10 @@ pub(super) fn expand_generated(
     id: Uuid,
     lease_id: Uuid,
     output: Result<&Pipeline, &str>,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     let job = leased(state, caller, id, lease_id)?;
     if job.name != CREATE_JOBS {
-        return Err(Rejection::new(
-            409,
-            "not_create_jobs",
-            "only the Create Jobs job of a generated pipeline uploads a pipeline",
-        ));
+        return Err(RunnerRefused::NotCreateJobs.into());
     }
     if job.state != JobState::Running {
         return Ok(Vec::new());
@@ -1044,19 +972,14 @@ pub(super) fn expand_generated(
         .get(&job.build_id)
         .ok_or_else(|| build_not_found(job.build_id))?;
     let checked = match output {
-        Ok(p @ Pipeline::Jobs(specs)) => {
-            pipeline::validate(p, ctx.rules.max_jobs).map(|()| specs.as_slice())
+        Ok(p @ Pipeline::Jobs(specs)) => pipeline::validate(p, ctx.rules.max_jobs)
+            .map(|()| specs.as_slice())
+            .map_err(Refused::from),
+        Ok(Pipeline::Generate(_)) => Err(RunnerRefused::NestedGenerator.into()),
+        Err(why) => Err(RunnerRefused::GeneratorOutput {
+            why: why.to_string(),
         }
-        Ok(Pipeline::Generate(_)) => Err(Rejection::invalid(
-            "invalid_pipeline",
-            "pipeline",
-            "a generator must print {\"jobs\": [...]}, not another generator",
-        )),
-        Err(why) => Err(Rejection::invalid(
-            "invalid_pipeline",
-            "pipeline",
-            why.to_string(),
-        )),
+        .into()),
     };
     let specs = match checked {
         Ok(specs) => specs,
@@ -1067,7 +990,7 @@ pub(super) fn expand_generated(
                     id,
                     JobState::Failure,
                     None,
-                    Some(format!("invalid pipeline: {}", r.reason)),
+                    Some(format!("invalid pipeline: {r}")),
                 )],
             ));
         }

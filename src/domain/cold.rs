@@ -13,7 +13,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Build, Caller, Command, Event, Job, JobState, Millis, Rejection, State};
+use super::refusal::InputRefused;
+use super::{Build, Caller, Command, Event, Job, JobState, Millis, Refused, State};
 
 /// How many ended builds of each project stay in memory. Part of the fold (it decides which
 /// builds a digest names one by one), so it changes only with a new digest label.
@@ -113,12 +114,8 @@ impl History for NoHistory {
     }
 }
 
-fn unreadable(what: String, why: String) -> Rejection {
-    Rejection::new(
-        500,
-        "history_unreadable",
-        format!("{what} is kept on disk and could not be read: {why}"),
-    )
+fn unreadable(what: String, why: String) -> Refused {
+    InputRefused::HistoryUnreadable { what, why }.into()
 }
 
 /// Whether a job, once ended, still has output that retention may prune.
@@ -284,7 +281,7 @@ impl State {
         caller: &Caller<'_>,
         project: &str,
         id: Uuid,
-    ) -> Result<ColdBuild, Rejection> {
+    ) -> Result<ColdBuild, Refused> {
         if let Ok(b) = self.visible_build(caller, project, id) {
             return Ok(self.hot_build(b));
         }
@@ -293,7 +290,7 @@ impl State {
             .cold_build(id)
             .map_err(|why| unreadable(format!("build {id}"), why))?
             .filter(|b| b.build.project == project)
-            .ok_or_else(|| super::build::build_not_found(id))
+            .ok_or_else(|| super::build::build_not_found(id).into())
     }
 
     /// A job as it is now, from memory or the store, if its build is in `project` and the
@@ -304,7 +301,7 @@ impl State {
         caller: &Caller<'_>,
         project: &str,
         id: Uuid,
-    ) -> Result<Job, Rejection> {
+    ) -> Result<Job, Refused> {
         if let Ok(j) = self.visible_job(caller, project, id) {
             return Ok(j.clone());
         }
@@ -314,14 +311,14 @@ impl State {
             .cold_build_of_job(id)
             .map_err(|why| unreadable(format!("job {id}"), why))?
         else {
-            return Err(missing());
+            return Err(missing().into());
         };
         history
             .cold_build(build)
             .map_err(|why| unreadable(format!("build {build}"), why))?
             .filter(|b| b.build.project == project)
             .and_then(|b| b.jobs.into_iter().find(|j| j.id == id))
-            .ok_or_else(missing)
+            .ok_or_else(|| missing().into())
     }
 
     /// One page of a project's builds, newest first (`order` below `before`), from memory and
@@ -333,7 +330,7 @@ impl State {
         project: &str,
         before: Option<u64>,
         limit: usize,
-    ) -> Result<(Vec<(Build, JobState)>, bool), Rejection> {
+    ) -> Result<(Vec<(Build, JobState)>, bool), Refused> {
         self.project_visible(caller, project)?;
         let mut page: Vec<(Build, JobState)> = self
             .builds

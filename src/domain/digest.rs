@@ -508,7 +508,7 @@ impl Canon {
 mod tests {
     use super::*;
     use crate::domain::commit::{Commit, CommitBody, GENESIS, Meta, Outcome};
-    use crate::domain::{Command, Ctx, Plane, Rules, decide};
+    use crate::domain::{Command, Ctx, Plane, Rejection, Rules, decide};
 
     /// A small state built through the real decide/apply path.
     fn state_with(commands: &[Command]) -> State {
@@ -525,7 +525,7 @@ mod tests {
                 renewals: Default::default(),
                 cold_prunable: Vec::new(),
             };
-            let (outcome, events) = match decide(&state, cmd, &ctx) {
+            let (outcome, events) = match decide(&state, cmd, &ctx).map_err(Rejection::from) {
                 Ok(events) => (Outcome::Accepted, events),
                 Err(r) => (
                     Outcome::Rejected {

@@ -16,6 +16,7 @@ pub mod commit;
 mod digest;
 pub mod pipeline;
 mod project;
+pub mod refusal;
 mod state;
 mod token;
 mod watch;
@@ -29,6 +30,10 @@ pub use cold::{ColdBuild, ColdOp, ColdTally, HOT_ENDED_BUILDS, History, NoHistor
 pub use digest::DIGEST_ALGORITHM;
 pub use pipeline::{Accept, Dependency, JobSpec, Pipeline};
 pub use project::Project;
+pub use refusal::{
+    AccessRefused, Aggregate, BuildRefused, InputRefused, ProjectRefused, Refused, RunnerRefused,
+    TokenRefused, WatchRefused,
+};
 pub use state::{Caller, State};
 pub use token::{Token, TokenKind};
 pub use watch::{LastRun, NewWatch, RunOutcome, Watch, WatchKey, WatchPatch};
@@ -566,18 +571,16 @@ impl Rejection {
 
 /// `If-Match`: refuses with 412 when the client's version of `what` is not the current one.
 pub(crate) fn check_if_match(
-    what: &str,
+    what: &'static str,
     if_match: Option<u64>,
     version: u64,
-) -> Result<(), Rejection> {
+) -> Result<(), InputRefused> {
     match if_match {
-        Some(v) if v != version => Err(Rejection::new(
-            412,
-            "precondition_failed",
-            format!(
-                "If-Match names version {v} but the {what} is at version {version}; GET it again and retry"
-            ),
-        )),
+        Some(given) if given != version => Err(InputRefused::PreconditionFailed {
+            what,
+            given,
+            current: version,
+        }),
         _ => Ok(()),
     }
 }
@@ -623,7 +626,7 @@ pub enum Reply {
 }
 
 /// Decides a command against the state: the events to append, or why not.
-pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Refused> {
     if let Command::McpWrite { command, .. } = cmd {
         return decide_mcp_write(state, command, ctx);
     }
@@ -673,17 +676,21 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rej
             code,
             detail,
             ..
-        } => Err(Rejection::new(*status, code, detail.clone())),
+        } => Err(Refused::Recorded(Rejection::new(
+            *status,
+            code,
+            detail.clone(),
+        ))),
         Command::Coalesced {
             status,
             code,
             count,
             ..
-        } => Err(Rejection::new(
+        } => Err(Refused::Recorded(Rejection::new(
             *status,
             code,
             format!("{count} more refusals like this one, coalesced"),
-        )),
+        ))),
         Command::UpdateProject {
             id,
             name,
@@ -755,7 +762,11 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rej
         Command::PauseFailingWatch { id } => watch::pause_failing(state, ctx, *id),
         Command::McpWrite { command, .. } => decide_mcp_write(state, command, ctx),
         Command::McpCall { refusal, .. } => match refusal {
-            Some(r) => Err(Rejection::new(r.status, &r.code, r.reason.clone())),
+            Some(r) => Err(Refused::Recorded(Rejection::new(
+                r.status,
+                &r.code,
+                r.reason.clone(),
+            ))),
             None => Ok(Vec::new()),
         },
         Command::PruneJobLogs { before } => build::prune_logs(state, ctx, *before),
@@ -765,24 +776,20 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rej
             reason,
             refusal_field,
             ..
-        } => Err(Rejection {
+        } => Err(Refused::Recorded(Rejection {
             status: *status,
             code: code.clone(),
             reason: reason.clone(),
             field: refusal_field.clone(),
-        }),
+        })),
     }
 }
 
 /// An agent's change: refused outright on a read-only MCP server, and limited to what the
 /// MCP tools can ask for, whatever a forged wrapper might carry.
-fn decide_mcp_write(state: &State, command: &Command, ctx: &Ctx) -> Result<Vec<Event>, Rejection> {
+fn decide_mcp_write(state: &State, command: &Command, ctx: &Ctx) -> Result<Vec<Event>, Refused> {
     if ctx.rules.mcp_read_only {
-        return Err(Rejection::new(
-            403,
-            "mcp_read_only",
-            "this reeve server lets agents only read (--mcp-read-only); ask an operator to make the change",
-        ));
+        return Err(AccessRefused::McpReadOnly.into());
     }
     match command {
         Command::CreateWatch(_)
@@ -796,11 +803,10 @@ fn decide_mcp_write(state: &State, command: &Command, ctx: &Ctx) -> Result<Vec<E
         | Command::RerunJob { .. }
         | Command::AbortJob { .. }
         | Command::Malformed { .. } => decide(state, command, ctx),
-        other => Err(Rejection::new(
-            400,
-            "not_an_agent_command",
-            format!("{} cannot be asked for through MCP", other.op()),
-        )),
+        other => Err(AccessRefused::NotAnAgentCommand {
+            op: other.op().to_string(),
+        }
+        .into()),
     }
 }
 

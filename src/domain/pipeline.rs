@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::{JobState, Rejection};
+use super::JobState;
+use super::refusal::InputRefused;
 
 /// The name of every build's first job, which expands the pipeline.
 pub const CREATE_JOBS: &str = "Create Jobs";
@@ -84,12 +85,12 @@ pub fn valid_name(name: &str) -> bool {
         })
 }
 
-fn invalid(reason: String) -> Rejection {
-    Rejection::invalid("invalid_pipeline", "pipeline", reason)
+fn invalid(reason: String) -> InputRefused {
+    InputRefused::InvalidPipeline { reason }
 }
 
 /// Checks a pipeline: names, duplicates, unknown and self dependencies, cycles, size.
-pub fn validate(pipeline: &Pipeline, max_jobs: usize) -> Result<(), Rejection> {
+pub fn validate(pipeline: &Pipeline, max_jobs: usize) -> Result<(), InputRefused> {
     let jobs = match pipeline {
         Pipeline::Jobs(jobs) => jobs,
         Pipeline::Generate(command) => {
@@ -107,14 +108,10 @@ pub fn validate(pipeline: &Pipeline, max_jobs: usize) -> Result<(), Rejection> {
         ));
     }
     if jobs.len() > max_jobs {
-        return Err(Rejection::invalid(
-            "too_many_jobs",
-            "pipeline",
-            format!(
-                "the pipeline has {} jobs; this server allows at most {max_jobs}",
-                jobs.len()
-            ),
-        ));
+        return Err(InputRefused::TooManyJobs {
+            jobs: jobs.len(),
+            max: max_jobs,
+        });
     }
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
@@ -300,8 +297,8 @@ mod tests {
     fn a_cycle_is_reported_as_its_path() {
         let p = Pipeline::Jobs(vec![job("a", &["c"]), job("b", &["a"]), job("c", &["b"])]);
         let err = validate(&p, 300).unwrap_err();
-        assert_eq!(err.code, "invalid_pipeline");
-        assert!(err.reason.contains("a -> c -> b -> a"), "{}", err.reason);
+        assert_eq!(err.code(), "invalid_pipeline");
+        assert!(err.to_string().contains("a -> c -> b -> a"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Projects: the unit of ownership and scope.
 
-use super::{Ctx, Event, Millis, Pipeline, Principal, Rejection, State};
+use super::refusal::ProjectRefused;
+use super::{Ctx, Event, Millis, Pipeline, Principal, Refused, State};
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Project {
@@ -24,30 +25,16 @@ pub fn valid_slug(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-pub(super) fn create(state: &State, id: &str, name: Option<&str>) -> Result<Vec<Event>, Rejection> {
+pub(super) fn create(state: &State, id: &str, name: Option<&str>) -> Result<Vec<Event>, Refused> {
     if !valid_slug(id) {
-        return Err(Rejection::invalid(
-            "invalid_project_id",
-            "id",
-            format!(
-                "project id {id:?} must be 1-63 characters of a-z, 0-9 and '-', e.g. \"web-team\""
-            ),
-        ));
+        return Err(ProjectRefused::InvalidId { id: id.to_string() }.into());
     }
     let name = name.unwrap_or(id);
     if name.chars().count() > MAX_NAME_LEN {
-        return Err(Rejection::invalid(
-            "invalid_name",
-            "name",
-            format!("name must be at most {MAX_NAME_LEN} characters"),
-        ));
+        return Err(ProjectRefused::NameTooLong { max: MAX_NAME_LEN }.into());
     }
     if state.projects.contains_key(id) {
-        return Err(Rejection::new(
-            409,
-            "project_exists",
-            format!("project {id:?} already exists; pick another id"),
-        ));
+        return Err(ProjectRefused::Exists { id: id.to_string() }.into());
     }
     Ok(vec![Event::ProjectCreated {
         id: id.to_string(),
@@ -61,27 +48,15 @@ pub(super) fn update(
     id: &str,
     name: Option<&str>,
     default_pipeline: Option<&Option<Pipeline>>,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     if !state.projects.contains_key(id) {
-        return Err(Rejection::new(
-            404,
-            "project_not_found",
-            format!("no project {id:?}; GET /api/v1/projects lists yours"),
-        ));
+        return Err(ProjectRefused::NotFound { id: id.to_string() }.into());
     }
     if name.is_none() && default_pipeline.is_none() {
-        return Err(Rejection::new(
-            422,
-            "nothing_to_change",
-            "the body changes nothing; give name or default_pipeline",
-        ));
+        return Err(ProjectRefused::NothingToChange.into());
     }
     if name.is_some_and(|n| n.is_empty() || n.chars().count() > MAX_NAME_LEN) {
-        return Err(Rejection::invalid(
-            "invalid_name",
-            "name",
-            format!("name must be 1 to {MAX_NAME_LEN} characters"),
-        ));
+        return Err(ProjectRefused::NameEmptyOrTooLong { max: MAX_NAME_LEN }.into());
     }
     if let Some(Some(p)) = default_pipeline {
         super::pipeline::validate(p, ctx.rules.max_jobs)?;

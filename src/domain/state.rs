@@ -11,6 +11,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::commit::{Commit, GENESIS, Hash, Outcome};
+use super::refusal::AccessRefused;
 use super::{
     AuditEntry, Build, Command, Ctx, Event, Job, JobDep, JobState, Lease, Millis, NewJob, Plane,
     Principal, Project, Rejection, Reply, Token, TokenKind, Watch,
@@ -157,7 +158,7 @@ impl State {
     }
 
     /// The caller behind `principal` at `at`, or 401 if its token is unknown, revoked or expired.
-    pub fn caller(&self, principal: Principal, at: Millis) -> Result<Caller<'_>, Rejection> {
+    pub fn caller(&self, principal: Principal, at: Millis) -> Result<Caller<'_>, AccessRefused> {
         let token = match principal {
             Principal::System => None,
             Principal::Token(id) => {
@@ -165,13 +166,7 @@ impl State {
                     .tokens
                     .get(&id)
                     .filter(|t| t.is_active(at))
-                    .ok_or_else(|| {
-                        Rejection::new(
-                            401,
-                            "unauthorized",
-                            "this token is unknown, revoked or expired; ask an admin for a new one",
-                        )
-                    })?;
+                    .ok_or(AccessRefused::Unauthorized)?;
                 Some(t)
             }
         };
@@ -183,38 +178,26 @@ impl State {
     }
 
     /// Whether this caller may use this plane at all (reads and writes alike).
-    pub fn admit<'a>(&self, caller: &Caller<'a>, plane: Plane) -> Result<(), Rejection> {
+    pub fn admit<'a>(&self, caller: &Caller<'a>, plane: Plane) -> Result<(), AccessRefused> {
         let Some(token) = caller.token else {
             return Ok(());
         };
         match (plane, token.kind) {
-            (Plane::Rest | Plane::Cli, TokenKind::Mcp) => Err(Rejection::new(
-                403,
-                "mcp_token_not_allowed",
-                "MCP tokens work only on the MCP endpoints (/mcp and /api/v1/mcp); use an api token here",
-            )),
-            (Plane::Rest | Plane::Cli, TokenKind::Runner) => Err(Rejection::new(
-                403,
-                "runner_token_not_allowed",
-                "runner tokens work only on the runner endpoints; use an api token here",
-            )),
-            (Plane::Mcp, kind) if kind != TokenKind::Mcp => Err(Rejection::new(
-                403,
-                "mcp_token_required",
-                "this is an MCP endpoint; use a token of kind mcp",
-            )),
-            (Plane::Runner, kind) if kind != TokenKind::Runner => Err(Rejection::new(
-                403,
-                "runner_token_required",
-                "this is a runner endpoint; use a token of kind runner",
-            )),
+            (Plane::Rest | Plane::Cli, TokenKind::Mcp) => Err(AccessRefused::McpTokenNotAllowed),
+            (Plane::Rest | Plane::Cli, TokenKind::Runner) => {
+                Err(AccessRefused::RunnerTokenNotAllowed)
+            }
+            (Plane::Mcp, kind) if kind != TokenKind::Mcp => Err(AccessRefused::McpTokenRequired),
+            (Plane::Runner, kind) if kind != TokenKind::Runner => {
+                Err(AccessRefused::RunnerTokenRequired)
+            }
             _ => Ok(()),
         }
     }
 
     /// The checks every command passes before its own rules: a live principal, the right
     /// plane, permission to change things, and admin rights where the command needs them.
-    pub(super) fn authorize(&self, cmd: &Command, ctx: &Ctx) -> Result<Caller<'_>, Rejection> {
+    pub(super) fn authorize(&self, cmd: &Command, ctx: &Ctx) -> Result<Caller<'_>, AccessRefused> {
         // The writer's summary of refusals it already answered is recorded under the principal
         // that was refused; it is not that principal's request, so it is not judged as one.
         if let Command::Coalesced { .. } = cmd {
@@ -232,11 +215,7 @@ impl State {
                 | Command::FireWatch { .. }
                 | Command::PauseFailingWatch { .. }
                 | Command::PruneJobLogs { .. } => {
-                    return Err(Rejection::new(
-                        403,
-                        "system_only",
-                        "only reeve itself submits this command",
-                    ));
+                    return Err(AccessRefused::SystemOnly);
                 }
                 // Running jobs is what runner tokens are for; allow_trigger governs changes
                 // people and agents make.
@@ -254,11 +233,7 @@ impl State {
                 _ => {}
             }
             if !token.allow_trigger {
-                return Err(Rejection::new(
-                    403,
-                    "trigger_not_allowed",
-                    "this token is read-only (allow_trigger is false); use a token that may change things",
-                ));
+                return Err(AccessRefused::TriggerNotAllowed);
             }
             let admin_only = match cmd {
                 Command::CreateProject { .. }
@@ -269,11 +244,7 @@ impl State {
                 _ => false,
             };
             if admin_only && token.kind != TokenKind::Admin {
-                return Err(Rejection::new(
-                    403,
-                    "admin_required",
-                    "only an admin token may do this",
-                ));
+                return Err(AccessRefused::AdminRequired);
             }
         }
         Ok(caller)
@@ -301,16 +272,14 @@ impl State {
         principal: Principal,
         key: &str,
         cmd: &Command,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), AccessRefused> {
         let Principal::Token(t) = principal else {
             return Ok(());
         };
         match self.idempotency.get(&(t, key.to_string())) {
-            Some(r) if r.fingerprint != cmd.fingerprint() => Err(Rejection::new(
-                422,
-                "idempotency_key_reused",
-                "this Idempotency-Key was already used for a different request; use a new key for a new request",
-            )),
+            Some(r) if r.fingerprint != cmd.fingerprint() => {
+                Err(AccessRefused::IdempotencyKeyReused)
+            }
             _ => Ok(()),
         }
     }

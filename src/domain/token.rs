@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::commit::Hash;
-use super::{Ctx, Event, Millis, Principal, Rejection, State};
+use super::refusal::TokenRefused;
+use super::{Ctx, Event, Millis, Principal, Refused, State};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -50,47 +51,32 @@ pub(super) struct Issue<'a> {
     pub expires_at: Option<Millis>,
 }
 
-pub(super) fn issue(state: &State, ctx: &Ctx, req: Issue<'_>) -> Result<Vec<Event>, Rejection> {
+pub(super) fn issue(state: &State, ctx: &Ctx, req: Issue<'_>) -> Result<Vec<Event>, Refused> {
     if req.description.chars().count() > MAX_DESCRIPTION_LEN {
-        return Err(Rejection::invalid(
-            "invalid_description",
-            "description",
-            format!("description must be at most {MAX_DESCRIPTION_LEN} characters"),
-        ));
+        return Err(TokenRefused::DescriptionTooLong {
+            max: MAX_DESCRIPTION_LEN,
+        }
+        .into());
     }
     if req.expires_at.is_some_and(|e| e <= ctx.at) {
-        return Err(Rejection::invalid(
-            "invalid_expires_at",
-            "expires_at",
-            "expires_at is in the past; give a future RFC 3339 time or leave it out",
-        ));
+        return Err(TokenRefused::ExpiresInPast.into());
     }
     for (project, expiry) in req.enabled_projects {
         if !state.projects.contains_key(project) {
-            return Err(Rejection::invalid(
-                "unknown_project",
-                "enabled_projects",
-                format!(
-                    "project {project:?} does not exist; create it first (POST /api/v1/projects)"
-                ),
-            ));
+            return Err(TokenRefused::UnknownProject {
+                project: project.clone(),
+            }
+            .into());
         }
         if expiry.is_some_and(|e| e <= ctx.at) {
-            return Err(Rejection::invalid(
-                "invalid_expires_at",
-                "enabled_projects",
-                format!(
-                    "the expiry for project {project:?} is in the past; give a future RFC 3339 time or null"
-                ),
-            ));
+            return Err(TokenRefused::ProjectExpiryInPast {
+                project: project.clone(),
+            }
+            .into());
         }
     }
     if state.token_by_secret_hash(&req.secret_hash).is_some() {
-        return Err(Rejection::new(
-            409,
-            "token_exists",
-            "a token with this secret already exists",
-        ));
+        return Err(TokenRefused::Exists.into());
     }
     Ok(vec![Event::TokenIssued {
         id: ctx.new_id,
@@ -103,20 +89,10 @@ pub(super) fn issue(state: &State, ctx: &Ctx, req: Issue<'_>) -> Result<Vec<Even
     }])
 }
 
-pub(super) fn revoke(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, Rejection> {
-    let token = state.tokens.get(&id).ok_or_else(|| {
-        Rejection::new(
-            404,
-            "token_not_found",
-            format!("no token {id}; GET /api/v1/tokens lists them"),
-        )
-    })?;
+pub(super) fn revoke(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, Refused> {
+    let token = state.tokens.get(&id).ok_or(TokenRefused::NotFound { id })?;
     if token.revoked_at.is_some() {
-        return Err(Rejection::new(
-            409,
-            "token_already_revoked",
-            format!("token {id} is already revoked"),
-        ));
+        return Err(TokenRefused::AlreadyRevoked { id }.into());
     }
     if token.kind == TokenKind::Admin {
         let other_admins = state
@@ -125,11 +101,7 @@ pub(super) fn revoke(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, R
             .filter(|t| t.id != id && t.kind == TokenKind::Admin && t.is_active(ctx.at))
             .count();
         if other_admins == 0 {
-            return Err(Rejection::new(
-                409,
-                "last_admin_token",
-                "this is the last active admin token; issue another admin token before revoking it",
-            ));
+            return Err(TokenRefused::LastAdmin.into());
         }
     }
     Ok(vec![Event::TokenRevoked { id }])

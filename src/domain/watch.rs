@@ -5,7 +5,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::Pipeline;
-use super::{Caller, Ctx, Event, JobState, Millis, Principal, Rejection, State, check_if_match};
+use super::refusal::WatchRefused;
+use super::{Caller, Ctx, Event, JobState, Millis, Principal, Refused, State, check_if_match};
 
 /// A year, in minutes.
 pub const MAX_INTERVAL_MINUTES: f64 = 525_600.0;
@@ -131,89 +132,94 @@ fn interval_ms(minutes: f64) -> Millis {
     ((minutes * 60_000.0).round() as Millis).max(1)
 }
 
-pub fn validate_interval(minutes: f64, floor_secs: u64) -> Result<(), Rejection> {
-    let bad = |reason: String| {
-        Err(Rejection::invalid(
-            "invalid_interval",
-            "watch_interval",
-            reason,
-        ))
-    };
+pub fn validate_interval(minutes: f64, floor_secs: u64) -> Result<(), WatchRefused> {
     if !minutes.is_finite() {
-        return bad("watch_interval must be a finite number of minutes".into());
+        return Err(WatchRefused::IntervalNotFinite);
     }
     if minutes <= 0.0 {
-        return bad(format!(
-            "watch_interval must be > 0 minutes (got {minutes}); to stop a watch, pause it with is_active=false"
-        ));
+        return Err(WatchRefused::IntervalNotPositive { minutes });
     }
     if minutes > MAX_INTERVAL_MINUTES {
-        return bad(format!(
-            "watch_interval must be at most {MAX_INTERVAL_MINUTES} minutes (one year), got {minutes}"
-        ));
+        return Err(WatchRefused::IntervalTooLong {
+            minutes,
+            max: MAX_INTERVAL_MINUTES,
+        });
     }
     if minutes * 60.0 < floor_secs as f64 {
-        return bad(format!(
-            "watch_interval must be at least {} minutes on this server (its floor is {floor_secs} s), got {minutes}",
-            floor_secs as f64 / 60.0
-        ));
+        return Err(WatchRefused::IntervalBelowFloor {
+            minutes,
+            floor_secs,
+        });
     }
     Ok(())
 }
 
-fn validate_uri(field: &str, value: &str) -> Result<(), Rejection> {
-    let code = if field == "source" {
-        "invalid_source"
-    } else {
-        "invalid_to_uri"
-    };
+/// Whether `value` is an absolute URI; `too_long` and `not_uri` say which field it is.
+fn validate_uri(
+    value: &str,
+    too_long: impl FnOnce(usize) -> WatchRefused,
+    not_uri: impl FnOnce(String) -> WatchRefused,
+) -> Result<(), WatchRefused> {
     if value.len() > MAX_URI_LEN {
-        return Err(Rejection::invalid(
-            code,
-            field,
-            format!("{field} must be at most {MAX_URI_LEN} bytes"),
-        ));
+        return Err(too_long(MAX_URI_LEN));
     }
     let trimmed = value.trim();
     if trimmed != value || url::Url::parse(value).is_err() {
-        return Err(Rejection::invalid(
-            code,
-            field,
-            format!(
-                "{field} must be an absolute URI with a scheme, such as https://example.com/repo or viking://res/docs; got {value:?}"
-            ),
-        ));
+        return Err(not_uri(value.to_string()));
     }
     Ok(())
 }
 
-fn validate_text(field: &str, value: Option<&str>, max: usize) -> Result<(), Rejection> {
-    if value.is_some_and(|v| v.chars().count() > max) {
-        return Err(Rejection::invalid(
-            &format!("invalid_{field}"),
-            field,
-            format!("{field} must be at most {max} characters"),
-        ));
+fn validate_source(value: &str) -> Result<(), WatchRefused> {
+    validate_uri(
+        value,
+        |max| WatchRefused::SourceTooLong { max },
+        |value| WatchRefused::SourceNotUri { value },
+    )
+}
+
+fn validate_to_uri(value: &str) -> Result<(), WatchRefused> {
+    validate_uri(
+        value,
+        |max| WatchRefused::ToUriTooLong { max },
+        |value| WatchRefused::ToUriNotUri { value },
+    )
+}
+
+fn validate_reason(value: Option<&str>) -> Result<(), WatchRefused> {
+    if value.is_some_and(|v| v.chars().count() > MAX_REASON_LEN) {
+        return Err(WatchRefused::ReasonTooLong {
+            max: MAX_REASON_LEN,
+        });
     }
     Ok(())
 }
 
-fn not_found(key: &WatchKey) -> Rejection {
+fn validate_instruction(value: Option<&str>) -> Result<(), WatchRefused> {
+    if value.is_some_and(|v| v.chars().count() > MAX_INSTRUCTION_LEN) {
+        return Err(WatchRefused::InstructionTooLong {
+            max: MAX_INSTRUCTION_LEN,
+        });
+    }
+    Ok(())
+}
+
+fn not_found(key: &WatchKey) -> WatchRefused {
     let what = match (&key.id, &key.to_uri) {
         (Some(id), _) => format!("no watch {id}"),
         (None, Some(u)) => format!("no watch with to_uri {u:?}"),
         (None, None) => "no such watch".into(),
     };
-    Rejection::new(
-        404,
-        "watch_not_found",
-        format!("{what}; GET /api/v1/watches lists the watches you can see"),
-    )
+    WatchRefused::NotFound { what }
 }
 
 impl State {
     /// Finds the one watch a key names among those the caller may see.
-    pub fn resolve_watch(&self, caller: &Caller<'_>, key: &WatchKey) -> Result<&Watch, Rejection> {
+    pub fn resolve_watch(
+        &self,
+        caller: &Caller<'_>,
+        key: &WatchKey,
+    ) -> Result<&Watch, WatchRefused> {
         let in_scope = |w: &&Watch| {
             caller.sees_project(&w.project) && key.project.as_ref().is_none_or(|p| *p == w.project)
         };
@@ -240,32 +246,18 @@ impl State {
                 let mut found = self.watches_with_uri(uri).filter(in_scope);
                 let first = found.next().ok_or_else(|| not_found(key))?;
                 if by_id.is_none() && found.next().is_some() {
-                    return Err(Rejection::new(
-                        400,
-                        "ambiguous_to_uri",
-                        format!(
-                            "to_uri {uri:?} names watches in several of your projects; add project=<id>"
-                        ),
-                    ));
+                    return Err(WatchRefused::AmbiguousToUri { uri: uri.clone() });
                 }
                 Some(first)
             }
         };
         match (by_id, by_uri) {
-            (Some(a), Some(b)) if a.id != b.id => Err(Rejection::new(
-                400,
-                "watch_keys_conflict",
-                format!(
-                    "the id names watch {} but to_uri names watch {}; give one key, or two that agree",
-                    a.id, b.id
-                ),
-            )),
+            (Some(a), Some(b)) if a.id != b.id => Err(WatchRefused::KeysConflict {
+                by_id: a.id,
+                by_uri: b.id,
+            }),
             (Some(w), _) | (None, Some(w)) => Ok(w),
-            (None, None) => Err(Rejection::new(
-                400,
-                "watch_key_required",
-                "name the watch by its id (/watches/{id}) or by ?to_uri=<uri>",
-            )),
+            (None, None) => Err(WatchRefused::KeyRequired),
         }
     }
 }
@@ -277,7 +269,7 @@ pub(super) fn create_with_pipeline(
     new: &NewWatch,
     pipeline: &Pipeline,
     ctx: &Ctx,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     let mut events = create(state, caller, new, ctx)?;
     super::pipeline::validate(pipeline, ctx.rules.max_jobs)?;
     events.push(Event::WatchPipelineSet {
@@ -292,7 +284,7 @@ pub(super) fn create(
     caller: &Caller<'_>,
     new: &NewWatch,
     ctx: &Ctx,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     let NewWatch {
         project,
         source,
@@ -303,29 +295,26 @@ pub(super) fn create(
         is_active,
     } = new;
     if !state.projects.contains_key(project) || !caller.sees_project(project) {
-        return Err(Rejection::new(
-            404,
-            "project_not_found",
-            format!("no project {project:?}; GET /api/v1/projects lists yours"),
-        ));
+        return Err(WatchRefused::ProjectNotFound {
+            project: project.clone(),
+        }
+        .into());
     }
-    validate_uri("source", source)?;
-    validate_uri("to_uri", to_uri)?;
+    validate_source(source)?;
+    validate_to_uri(to_uri)?;
     validate_interval(*watch_interval, ctx.rules.watch_interval_floor_secs)?;
-    validate_text("reason", reason.as_deref(), MAX_REASON_LEN)?;
-    validate_text("instruction", instruction.as_deref(), MAX_INSTRUCTION_LEN)?;
+    validate_reason(reason.as_deref())?;
+    validate_instruction(instruction.as_deref())?;
     if let Some(taken) = state
         .watches_with_uri(to_uri)
         .find(|w| w.project == *project)
     {
-        return Err(Rejection::new(
-            409,
-            "to_uri_taken",
-            format!(
-                "watch {} in project {project:?} already targets {to_uri:?}; update that watch instead",
-                taken.id
-            ),
-        ));
+        return Err(WatchRefused::ToUriTaken {
+            watch: taken.id,
+            project: project.clone(),
+            to_uri: to_uri.clone(),
+        }
+        .into());
     }
     let next_run_at = is_active.then(|| ctx.at + interval_ms(*watch_interval));
     Ok(vec![Event::WatchCreated {
@@ -349,13 +338,9 @@ pub(super) fn update(
     patch: &WatchPatch,
     pipeline: Option<&Option<Pipeline>>,
     ctx: &Ctx,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     if patch.is_empty() && pipeline.is_none() {
-        return Err(Rejection::new(
-            422,
-            "nothing_to_change",
-            "the body changes nothing; give any of watch_interval, is_active, reason, instruction, pipeline",
-        ));
+        return Err(WatchRefused::NothingToChange.into());
     }
     let w = state.resolve_watch(caller, key)?;
     check_if_match("watch", if_match, w.version)?;
@@ -372,16 +357,8 @@ pub(super) fn update(
     if let Some(v) = patch.watch_interval {
         validate_interval(v, ctx.rules.watch_interval_floor_secs)?;
     }
-    validate_text(
-        "reason",
-        patch.reason.as_ref().and_then(|r| r.as_deref()),
-        MAX_REASON_LEN,
-    )?;
-    validate_text(
-        "instruction",
-        patch.instruction.as_ref().and_then(|r| r.as_deref()),
-        MAX_INSTRUCTION_LEN,
-    )?;
+    validate_reason(patch.reason.as_ref().and_then(|r| r.as_deref()))?;
+    validate_instruction(patch.instruction.as_ref().and_then(|r| r.as_deref()))?;
     let interval = patch.watch_interval.unwrap_or(w.watch_interval);
     let active = patch.is_active.unwrap_or(w.is_active);
     // Resuming, or changing the interval of a running watch, re-anchors the schedule at now:
@@ -411,7 +388,7 @@ pub(super) fn delete(
     caller: &Caller<'_>,
     key: &WatchKey,
     if_match: Option<u64>,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     let w = state.resolve_watch(caller, key)?;
     check_if_match("watch", if_match, w.version)?;
     Ok(vec![Event::WatchDeleted {
@@ -427,7 +404,7 @@ pub(super) fn trigger(
     caller: &Caller<'_>,
     key: &WatchKey,
     ctx: &Ctx,
-) -> Result<Vec<Event>, Rejection> {
+) -> Result<Vec<Event>, Refused> {
     let w = state.resolve_watch(caller, key)?;
     let (build_id, mut events) = match super::build::for_watch(state, ctx, w) {
         Some((id, events)) => (Some(id), events),
@@ -445,30 +422,20 @@ pub(super) fn trigger(
 
 /// A scheduled fire. Fixed-rate: the next run moves on from the one that was due by whole
 /// intervals, however late this fire is; the intervals that passed unfired are `missed`.
-pub(super) fn fire_scheduled(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, Rejection> {
-    let w = state.watches.get(&id).map(Arc::as_ref).ok_or_else(|| {
-        Rejection::new(
-            404,
-            "watch_not_found",
-            format!("watch {id} no longer exists"),
-        )
-    })?;
+pub(super) fn fire_scheduled(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, Refused> {
+    let w = state
+        .watches
+        .get(&id)
+        .map(Arc::as_ref)
+        .ok_or(WatchRefused::Gone { id })?;
     let due = match (w.is_active, w.next_run_at) {
         (true, Some(due)) => due,
         _ => {
-            return Err(Rejection::new(
-                409,
-                "watch_paused",
-                format!("watch {id} is paused; it fires again once resumed"),
-            ));
+            return Err(WatchRefused::Paused { id }.into());
         }
     };
     if due > ctx.at {
-        return Err(Rejection::new(
-            409,
-            "watch_not_due",
-            format!("watch {id} is not due until {due}"),
-        ));
+        return Err(WatchRefused::NotDue { id, due }.into());
     }
     let step = interval_ms(w.watch_interval);
     let behind = (ctx.at - due) / step;
@@ -498,25 +465,21 @@ pub(super) fn fire_scheduled(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<E
 }
 
 /// At the failure limit a watch pauses itself, saying why.
-pub(super) fn pause_failing(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, Rejection> {
-    let w = state.watches.get(&id).map(Arc::as_ref).ok_or_else(|| {
-        Rejection::new(
-            404,
-            "watch_not_found",
-            format!("watch {id} no longer exists"),
-        )
-    })?;
+pub(super) fn pause_failing(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, Refused> {
+    let w = state
+        .watches
+        .get(&id)
+        .map(Arc::as_ref)
+        .ok_or(WatchRefused::Gone { id })?;
     let limit = ctx.rules.watch_failure_limit;
     if !w.is_active || w.consecutive_failures < limit {
-        return Err(Rejection::new(
-            409,
-            "watch_not_failing",
-            format!(
-                "watch {id} is {} with {} consecutive failures (limit {limit})",
-                if w.is_active { "active" } else { "paused" },
-                w.consecutive_failures
-            ),
-        ));
+        return Err(WatchRefused::NotFailing {
+            id,
+            active: w.is_active,
+            failures: w.consecutive_failures,
+            limit,
+        }
+        .into());
     }
     Ok(vec![Event::WatchUpdated {
         id,

@@ -1060,6 +1060,7 @@ impl Tools {
             let state = self.app.control.state();
             state
                 .caller(call.principal, now_ms())
+                .map_err(Rejection::from)
                 .and_then(|caller| read(&state, &caller))
         };
         finish(call, project, target, outcome).await
@@ -1235,7 +1236,8 @@ impl Tools {
                 // The log is read outside the state lock: it may be megabytes.
                 let checked = {
                     let state = self.app.control.state();
-                    state.caller(call.principal, now_ms()).and_then(|caller| {
+                    let caller = state.caller(call.principal, now_ms());
+                    caller.map_err(Rejection::from).and_then(|caller| {
                         if !(1..=MAX_LOG_LINES).contains(&n) {
                             return Err(Rejection::invalid(
                                 "invalid_tail_lines",
