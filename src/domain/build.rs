@@ -1,5 +1,5 @@
 //! Builds and jobs: a build is a graph of jobs. The rules for trigger, restart (build and job),
-//! rerun, abort, and the runner protocol (claim, heartbeat, finish, lease expiry) live here.
+//! rerun, abort and job log retention live here; the runner's side of a job is `runner.rs`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::pipeline::{self, Accept, CREATE_JOBS, Pipeline};
-use super::refusal::{BuildRefused, RunnerRefused};
-use super::{Caller, Ctx, Event, Millis, Plane, Principal, Refused, State, check_if_match};
+use super::refusal::BuildRefused;
+use super::{
+    Caller, Command, Ctx, Event, Millis, Plane, Principal, Refused, Reply, State, check_if_match,
+};
 
 #[derive(
     Clone,
@@ -301,47 +303,12 @@ impl State {
     }
 
     /// Whether every parent of a queued job has ended in a state its dependency accepts.
-    fn ready(&self, job: &Job) -> bool {
+    pub(super) fn ready(&self, job: &Job) -> bool {
         job.depends_on.iter().all(|d| {
             self.jobs
                 .get(&d.job_id)
                 .is_some_and(|p| p.state.is_done() && d.on.iter().any(|a| a.accepts(p.state)))
         })
-    }
-
-    /// The oldest job this runner may claim now.
-    pub fn claimable(&self, caller: &Caller<'_>) -> Option<&Job> {
-        self.queue
-            .values()
-            .filter_map(|id| self.jobs.get(id).map(Arc::as_ref))
-            .find(|j| {
-                j.state == JobState::Queued
-                    && j.superseded_by.is_none()
-                    && self
-                        .builds
-                        .get(&j.build_id)
-                        .is_some_and(|b| !b.aborted && caller.sees_project(&b.project))
-                    && self.ready(j)
-            })
-    }
-
-    /// Running jobs whose lease ran out before `at`.
-    pub fn expired_leases(&self, at: Millis) -> impl Iterator<Item = &Job> {
-        self.leases
-            .range(..=(at, Uuid::max()))
-            .filter_map(|(_, id)| self.jobs.get(id).map(Arc::as_ref))
-            .filter(|j| j.state == JobState::Running)
-    }
-
-    /// Running jobs whose lease ran out before `at`, counting the renewals that heartbeats made
-    /// in the writer's memory since the job's last commit.
-    pub fn lapsed_leases<'a>(
-        &'a self,
-        at: Millis,
-        renewals: &'a HashMap<Uuid, Millis>,
-    ) -> impl Iterator<Item = &'a Job> {
-        self.expired_leases(at)
-            .filter(move |j| renewals.get(&j.id).is_none_or(|until| *until <= at))
     }
 
     /// Jobs whose output job log retention may delete for the cut-off `before`: they ran on a
@@ -351,11 +318,6 @@ impl State {
         self.log_expiry
             .range(..(before, Uuid::nil()))
             .map(|(_, id)| *id)
-    }
-
-    /// The earliest lease expiry among running jobs.
-    pub fn next_lease_expiry(&self) -> Option<Millis> {
-        self.leases.iter().next().map(|(at, _)| *at)
     }
 
     /// Non-superseded jobs that depend on `id`.
@@ -370,7 +332,7 @@ impl State {
 }
 
 /// Ends `ended` jobs and skips every queued descendant whose dependency no longer can be met.
-fn end_jobs(
+pub(super) fn end_jobs(
     state: &State,
     ended: Vec<(Uuid, JobState, Option<i32>, Option<String>)>,
 ) -> Vec<Event> {
@@ -426,7 +388,12 @@ fn parent_name(state: &State, id: Uuid) -> String {
 
 /// The jobs of a pipeline, with ids drawn from `ctx` from `first_id` on; top jobs depend on
 /// Create Jobs.
-fn expand(specs: &[pipeline::JobSpec], create_jobs: Uuid, ctx: &Ctx, first_id: u32) -> Vec<NewJob> {
+pub(super) fn expand(
+    specs: &[pipeline::JobSpec],
+    create_jobs: Uuid,
+    ctx: &Ctx,
+    first_id: u32,
+) -> Vec<NewJob> {
     let ids: HashMap<&str, Uuid> = specs
         .iter()
         .enumerate()
@@ -817,111 +784,6 @@ pub(super) fn rerun_job(
     }])
 }
 
-pub(super) fn claim(state: &State, caller: &Caller<'_>, ctx: &Ctx) -> Result<Vec<Event>, Refused> {
-    let job = state
-        .claimable(caller)
-        .ok_or(RunnerRefused::NothingToClaim)?;
-    Ok(vec![Event::JobClaimed {
-        id: job.id,
-        lease_id: ctx.nth_id(0),
-        lease_expires_at: ctx.at + ctx.rules.lease_ms(),
-    }])
-}
-
-/// The job `lease_id` holds, if the caller may see it and it is still running (or was aborted
-/// while it ran, so its runner can still report).
-pub fn leased<'s>(
-    state: &'s State,
-    caller: &Caller<'_>,
-    id: Uuid,
-    lease_id: Uuid,
-) -> Result<&'s Job, Refused> {
-    let job = state
-        .jobs
-        .get(&id)
-        .filter(|j| {
-            state
-                .builds
-                .get(&j.build_id)
-                .is_some_and(|b| caller.sees_project(&b.project))
-        })
-        .ok_or_else(|| job_not_found(id))?;
-    let stale = || RunnerRefused::StaleLease { lease_id, id }.into();
-    match &job.lease {
-        Some(l)
-            if l.id == lease_id && matches!(job.state, JobState::Running | JobState::Killed) =>
-        {
-            Ok(job)
-        }
-        _ => Err(stale()),
-    }
-}
-
-/// A heartbeat renews the lease of a running job. An aborted job answers `abort` with no event.
-/// The writer keeps the renewal in memory instead of logging it (it decides nothing); the
-/// event stays the renewal's description, and the fold still reads it in logs written before.
-pub(super) fn heartbeat(
-    state: &State,
-    caller: &Caller<'_>,
-    ctx: &Ctx,
-    id: Uuid,
-    lease_id: Uuid,
-) -> Result<Vec<Event>, Refused> {
-    let job = leased(state, caller, id, lease_id)?;
-    if job.state != JobState::Running {
-        return Ok(Vec::new());
-    }
-    Ok(vec![Event::LeaseRenewed {
-        id,
-        lease_expires_at: ctx.at + ctx.rules.lease_ms(),
-    }])
-}
-
-pub(super) fn finish(
-    state: &State,
-    caller: &Caller<'_>,
-    id: Uuid,
-    lease_id: Uuid,
-    end: JobState,
-    exit_code: Option<i32>,
-    message: Option<&str>,
-) -> Result<Vec<Event>, Refused> {
-    let job = leased(state, caller, id, lease_id)?;
-    if !matches!(
-        end,
-        JobState::Finished | JobState::Failure | JobState::Error | JobState::Killed
-    ) {
-        return Err(RunnerRefused::InvalidState.into());
-    }
-    if job.state != JobState::Running {
-        // Aborted while it ran: the kill already stands.
-        return Ok(Vec::new());
-    }
-    Ok(end_jobs(
-        state,
-        vec![(id, end, exit_code, message.map(|m| truncate(m, 4096)))],
-    ))
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
-}
-
-pub(super) fn expire_leases(state: &State, ctx: &Ctx) -> Result<Vec<Event>, Refused> {
-    let lost = state
-        .lapsed_leases(ctx.at, &ctx.renewals)
-        .map(|j| (j.id, JobState::Error, None, Some("runner lost".to_string())))
-        .collect();
-    Ok(end_jobs(state, lost))
-}
-
 /// Job log retention: the jobs whose output ended before the cut-off `before` (at most
 /// [`MAX_LOGS_PRUNED`], oldest first) are marked pruned; the server deletes their output once
 /// the commit is durable. Nothing qualifies: no event (the server checks the projection
@@ -949,68 +811,341 @@ pub(super) fn prune_logs(state: &State, ctx: &Ctx, before: Millis) -> Result<Vec
     Ok(vec![Event::JobLogsPruned { before, jobs }])
 }
 
-/// Create Jobs of a generated pipeline reports what its command printed: valid, its jobs join
-/// the build (killed on arrival if the build was aborted meanwhile); invalid, Create Jobs
-/// fails with the reason.
-pub(super) fn expand_generated(
+/// Folds this aggregate's events into the state: the one place they change it.
+pub(super) fn apply(state: &mut State, at: Millis, by: Principal, event: &Event) {
+    match event {
+        Event::BuildCreated {
+            id,
+            project,
+            number,
+            restart_counter,
+            pipeline,
+            env,
+            trigger,
+            create_jobs_id,
+            restarted_from,
+        } => {
+            if let Some(p) = state.projects.get_mut(project) {
+                p.builds = p.builds.max(*number);
+            }
+            state.build_count += 1;
+            state
+                .builds_by_number
+                .entry((project.clone(), *number))
+                .or_default()
+                .push(*id);
+            state.builds.insert(
+                *id,
+                Arc::new(Build {
+                    id: *id,
+                    project: project.clone(),
+                    number: *number,
+                    restart_counter: *restart_counter,
+                    pipeline: pipeline.clone(),
+                    env: env.clone(),
+                    trigger: *trigger,
+                    created_at: at,
+                    created_by: by,
+                    aborted: false,
+                    restarted_from: *restarted_from,
+                    jobs: Vec::new(),
+                    order: state.build_count + 1,
+                    version: 0,
+                }),
+            );
+            state.add_job(
+                at,
+                *id,
+                &NewJob {
+                    id: *create_jobs_id,
+                    name: super::pipeline::CREATE_JOBS.to_string(),
+                    run: match pipeline {
+                        super::Pipeline::Generate(command) => command.clone(),
+                        super::Pipeline::Jobs(_) => String::new(),
+                    },
+                    env: BTreeMap::new(),
+                    timeout_seconds: None,
+                    depends_on: Vec::new(),
+                    cloned_from: None,
+                },
+            );
+        }
+        Event::JobsExpanded { build_id, jobs } => {
+            let create_jobs = state
+                .builds
+                .get(build_id)
+                .and_then(|b| b.jobs.first().copied());
+            if let Some(cj) = create_jobs {
+                state.end_job(at, cj, JobState::Finished, None, None);
+                if let Some(j) = state.jobs.get_mut(&cj).map(Arc::make_mut) {
+                    j.started_at.get_or_insert(at);
+                }
+            }
+            for job in jobs {
+                state.add_job(at, *build_id, job);
+            }
+        }
+        Event::BuildAborted { id } => {
+            if let Some(b) = state.builds.get_mut(id).map(Arc::make_mut) {
+                b.aborted = true;
+                b.version += 1;
+            }
+        }
+        Event::JobsCloned {
+            build_id,
+            clones,
+            relinks,
+        } => {
+            for clone in clones {
+                state.add_job(at, *build_id, clone);
+                if let Some(orig) = clone
+                    .cloned_from
+                    .and_then(|o| state.jobs.get_mut(&o).map(Arc::make_mut))
+                {
+                    orig.superseded_by = Some(clone.id);
+                    orig.version += 1;
+                }
+            }
+            state.follow_watch_build(at, *build_id);
+            for r in relinks {
+                if let Some(child) = state.jobs.get_mut(&r.job).map(Arc::make_mut) {
+                    for d in child.depends_on.iter_mut().filter(|d| d.job_id == r.from) {
+                        d.job_id = r.to;
+                        d.job = r.name.clone();
+                    }
+                    child.version += 1;
+                }
+                if let Some(kids) = state.children.get_mut(&r.from) {
+                    kids.retain(|k| *k != r.job);
+                }
+                state.children.entry(r.to).or_default().push(r.job);
+            }
+        }
+        Event::JobEnded {
+            id,
+            state: end,
+            exit_code,
+            message,
+        } => state.end_job(at, *id, *end, *exit_code, message.clone()),
+        Event::JobLogsPruned { jobs, .. } => {
+            for id in jobs {
+                if let Some(j) = state.jobs.get_mut(id).map(Arc::make_mut) {
+                    if let Some(ended) = j.finished_at {
+                        state.log_expiry.remove(&(ended, *id));
+                    }
+                    j.log_pruned_at.get_or_insert(at);
+                }
+            }
+        }
+        Event::BuildsRecalled { builds } => {
+            for b in builds {
+                state.recall(b);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl State {
+    pub(super) fn touch_build(&mut self, id: Uuid) {
+        if let Some(b) = self.builds.get_mut(&id).map(Arc::make_mut) {
+            b.version += 1;
+        }
+    }
+
+    pub(super) fn add_job(&mut self, at: Millis, build_id: Uuid, job: &NewJob) {
+        self.job_order += 1;
+        for d in &job.depends_on {
+            self.children.entry(d.job_id).or_default().push(job.id);
+        }
+        self.queue.insert(self.job_order, job.id);
+        self.jobs.insert(
+            job.id,
+            Arc::new(Job {
+                id: job.id,
+                build_id,
+                name: job.name.clone(),
+                run: job.run.clone(),
+                env: job.env.clone(),
+                timeout_seconds: job.timeout_seconds,
+                state: JobState::Queued,
+                depends_on: job.depends_on.iter().map(JobDep::clone).collect(),
+                superseded_by: None,
+                cloned_from: job.cloned_from,
+                created_at: at,
+                started_at: None,
+                finished_at: None,
+                exit_code: None,
+                message: None,
+                lease: None,
+                order: self.job_order,
+                version: 1,
+                log_pruned_at: None,
+            }),
+        );
+        if let Some(b) = self.builds.get_mut(&build_id).map(Arc::make_mut) {
+            b.jobs.push(job.id);
+            b.version += 1;
+        }
+    }
+
+    pub(super) fn end_job(
+        &mut self,
+        at: Millis,
+        id: Uuid,
+        state: JobState,
+        exit_code: Option<i32>,
+        message: Option<String>,
+    ) {
+        let Some(j) = self.jobs.get_mut(&id).map(Arc::make_mut) else {
+            return;
+        };
+        self.queue.remove(&j.order);
+        if let Some(lease) = &j.lease {
+            self.leases.remove(&(lease.expires_at, id));
+        }
+        if let Some(ended) = j.finished_at {
+            self.log_expiry.remove(&(ended, id));
+        }
+        // Only a job a runner held can have output for retention to prune.
+        if state.is_done() && j.lease.is_some() && j.log_pruned_at.is_none() {
+            self.log_expiry.insert((at, id));
+        }
+        j.state = state;
+        j.finished_at = Some(at);
+        j.exit_code = exit_code;
+        j.message = message;
+        j.version += 1;
+        let build = j.build_id;
+        self.touch_build(build);
+        self.follow_watch_build(at, build);
+    }
+
+    /// A build with its jobs, as a reply.
+    fn build_reply(&self, id: Uuid) -> Option<Reply> {
+        let b = self.builds.get(&id).map(Arc::as_ref)?;
+        let jobs = b
+            .jobs
+            .iter()
+            .filter_map(|j| self.jobs.get(j).map(Arc::as_ref))
+            .cloned()
+            .collect();
+        Some(Reply::Build(Box::new(b.clone()), jobs))
+    }
+}
+
+/// The answer to an accepted build or job command, read right after its commit was folded.
+pub(super) fn reply(
     state: &State,
-    caller: &Caller<'_>,
-    ctx: &Ctx,
-    id: Uuid,
-    lease_id: Uuid,
-    output: Result<&Pipeline, &str>,
-) -> Result<Vec<Event>, Refused> {
-    let job = leased(state, caller, id, lease_id)?;
-    if job.name != CREATE_JOBS {
-        return Err(RunnerRefused::NotCreateJobs.into());
-    }
-    if job.state != JobState::Running {
-        return Ok(Vec::new());
-    }
-    let build = state
-        .builds
-        .get(&job.build_id)
-        .ok_or_else(|| build_not_found(job.build_id))?;
-    let checked = match output {
-        Ok(p @ Pipeline::Jobs(specs)) => pipeline::validate(p, ctx.rules.max_jobs)
-            .map(|()| specs.as_slice())
-            .map_err(Refused::from),
-        Ok(Pipeline::Generate(_)) => Err(RunnerRefused::NestedGenerator.into()),
-        Err(why) => Err(RunnerRefused::GeneratorOutput {
-            why: why.to_string(),
+    command: &Command,
+    events: &[Event],
+    at: Millis,
+) -> Option<Reply> {
+    match command {
+        Command::TriggerBuild { .. } | Command::RestartBuild { .. } => {
+            events.iter().find_map(|e| match e {
+                Event::BuildCreated { id, .. } => state.build_reply(*id),
+                _ => None,
+            })
         }
-        .into()),
-    };
-    let specs = match checked {
-        Ok(specs) => specs,
-        Err(r) => {
-            return Ok(end_jobs(
-                state,
-                vec![(
-                    id,
-                    JobState::Failure,
-                    None,
-                    Some(format!("invalid pipeline: {r}")),
-                )],
-            ));
+        Command::AbortBuild { .. } | Command::AbortJob { .. } => Some(Reply::Aborted(
+            events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::JobEnded {
+                        id,
+                        state: JobState::Killed,
+                        ..
+                    } => Some(*id),
+                    _ => None,
+                })
+                .collect(),
+        )),
+        Command::RestartJob { .. } => events.iter().find_map(|e| match e {
+            Event::JobsCloned { clones, .. } => Some(Reply::Cloned(
+                clones
+                    .iter()
+                    .map(|n| Cloned {
+                        from: n.cloned_from.unwrap_or(n.id),
+                        to: n.id,
+                        name: n.name.clone(),
+                    })
+                    .collect(),
+            )),
+            _ => None,
+        }),
+        Command::RerunJob { .. } => events.iter().find_map(|e| match e {
+            Event::JobsCloned { clones, .. } => clones
+                .first()
+                .and_then(|n| state.jobs.get(&n.id).map(Arc::as_ref))
+                .map(|j| Reply::Job(Box::new(j.clone()))),
+            _ => None,
+        }),
+        Command::PruneJobLogs { .. } => Some(Reply::LogsPruned {
+            jobs: events
+                .iter()
+                .flat_map(|e| match e {
+                    Event::JobLogsPruned { jobs, .. } => jobs.as_slice(),
+                    _ => &[],
+                })
+                .copied()
+                .collect(),
+            at,
+        }),
+        _ => None,
+    }
+}
+
+/// The project a job is in, if the job is in memory.
+pub(super) fn job_project(state: &State, id: &Uuid) -> Option<String> {
+    state
+        .jobs
+        .get(id)
+        .and_then(|j| state.builds.get(&j.build_id).map(Arc::as_ref))
+        .map(|b| b.project.clone())
+}
+
+/// What a build or job command acted on, for its audit entry: (target, project).
+pub(super) fn audit_target(
+    state: &State,
+    command: &Command,
+    events: &[Event],
+) -> (Option<String>, Option<String>) {
+    match command {
+        Command::TriggerBuild { project, .. } => (
+            events.iter().find_map(|e| match e {
+                Event::BuildCreated { id, .. } => Some(format!("build:{id}")),
+                _ => None,
+            }),
+            Some(project.clone()),
+        ),
+        Command::RestartBuild { project, build, .. }
+        | Command::AbortBuild { project, build, .. } => {
+            (Some(format!("build:{build}")), Some(project.clone()))
         }
-    };
-    let jobs = expand(specs, id, ctx, 0);
-    let mut events = Vec::with_capacity(jobs.len() + 1);
-    let killed: Vec<Uuid> = if build.aborted {
-        jobs.iter().map(|j| j.id).collect()
-    } else {
-        Vec::new()
-    };
-    events.push(Event::JobsExpanded {
-        build_id: build.id,
-        jobs,
-    });
-    events.extend(killed.into_iter().map(|j| Event::JobEnded {
-        id: j,
-        state: JobState::Killed,
-        exit_code: None,
-        message: Some("aborted".to_string()),
-    }));
-    Ok(events)
+        Command::RestartJob { project, job, .. }
+        | Command::RerunJob { project, job, .. }
+        | Command::AbortJob { project, job, .. } => {
+            (Some(format!("job:{job}")), Some(project.clone()))
+        }
+        // A prune names every job in its event; the entry names the job when there is one,
+        // and the project when all of them are in the same one.
+        Command::PruneJobLogs { .. } => match events.first() {
+            Some(Event::JobLogsPruned { jobs, .. }) => {
+                let mut projects = jobs.iter().map(|j| job_project(state, j));
+                let first = projects.next().flatten();
+                let project = if projects.all(|p| p == first) {
+                    first
+                } else {
+                    None
+                };
+                match jobs.as_slice() {
+                    [one] => (Some(format!("job:{one}")), project),
+                    _ => (None, project),
+                }
+            }
+            _ => (None, None),
+        },
+        _ => (None, None),
+    }
 }

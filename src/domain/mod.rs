@@ -17,6 +17,7 @@ mod digest;
 pub mod pipeline;
 mod project;
 pub mod refusal;
+mod runner;
 mod state;
 mod token;
 mod watch;
@@ -24,7 +25,7 @@ mod watch;
 pub use audit::AuditEntry;
 pub use build::{
     Build, Cloned, Job, JobDep, JobState, Lease, MAX_LOGS_PRUNED, NewJob, Relink, Trigger,
-    derived_state, leased, log_readable,
+    derived_state, log_readable,
 };
 pub use cold::{ColdBuild, ColdOp, ColdTally, HOT_ENDED_BUILDS, History, NoHistory, to_recall};
 pub use digest::DIGEST_ALGORITHM;
@@ -34,6 +35,7 @@ pub use refusal::{
     AccessRefused, Aggregate, BuildRefused, InputRefused, ProjectRefused, Refused, RunnerRefused,
     TokenRefused, WatchRefused,
 };
+pub use runner::leased;
 pub use state::{Caller, State};
 pub use token::{Token, TokenKind};
 pub use watch::{LastRun, NewWatch, RunOutcome, Watch, WatchKey, WatchPatch};
@@ -385,6 +387,40 @@ impl Command {
         }
     }
 
+    /// The aggregate whose rules decide this command; `None` for the records of requests
+    /// that never became a command of one (refusals decided at a door, agent reads).
+    pub fn aggregate(&self) -> Option<Aggregate> {
+        Some(match self {
+            Command::CreateProject { .. } | Command::UpdateProject { .. } => Aggregate::Project,
+            Command::IssueToken { .. } | Command::RevokeToken { .. } => Aggregate::Token,
+            Command::CreateWatch(_)
+            | Command::CreateWatchWithPipeline { .. }
+            | Command::UpdateWatch { .. }
+            | Command::UpdateWatchWithPipeline { .. }
+            | Command::DeleteWatch { .. }
+            | Command::TriggerWatch { .. }
+            | Command::FireWatch { .. }
+            | Command::PauseFailingWatch { .. } => Aggregate::Watch,
+            Command::TriggerBuild { .. }
+            | Command::RestartBuild { .. }
+            | Command::AbortBuild { .. }
+            | Command::RestartJob { .. }
+            | Command::RerunJob { .. }
+            | Command::AbortJob { .. }
+            | Command::PruneJobLogs { .. } => Aggregate::Build,
+            Command::ClaimJob { .. }
+            | Command::Heartbeat { .. }
+            | Command::FinishJob { .. }
+            | Command::ExpireLeases
+            | Command::ExpandJobs { .. } => Aggregate::Runner,
+            Command::McpWrite { command, .. } => return command.aggregate(),
+            Command::Malformed { .. }
+            | Command::Coalesced { .. }
+            | Command::McpCall { .. }
+            | Command::Summarized { .. } => return None,
+        })
+    }
+
     /// The command an MCP write carries; any other command is itself.
     pub fn effective(&self) -> &Command {
         match self {
@@ -726,9 +762,9 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Ref
             job,
             if_match,
         } => build::abort_job(state, &caller, project, *job, *if_match),
-        Command::ClaimJob { .. } => build::claim(state, &caller, ctx),
+        Command::ClaimJob { .. } => runner::claim(state, &caller, ctx),
         Command::Heartbeat { job, lease_id } => {
-            build::heartbeat(state, &caller, ctx, *job, *lease_id)
+            runner::heartbeat(state, &caller, ctx, *job, *lease_id)
         }
         Command::FinishJob {
             job,
@@ -736,7 +772,7 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Ref
             state: end,
             exit_code,
             message,
-        } => build::finish(
+        } => runner::finish(
             state,
             &caller,
             *job,
@@ -745,7 +781,7 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Ref
             *exit_code,
             message.as_deref(),
         ),
-        Command::ExpireLeases => build::expire_leases(state, ctx),
+        Command::ExpireLeases => runner::expire_leases(state, ctx),
         Command::FireWatch { id } => watch::fire_scheduled(state, ctx, *id),
         Command::ExpandJobs {
             job,
@@ -757,7 +793,7 @@ pub fn decide(state: &State, cmd: &Command, ctx: &Ctx) -> Result<Vec<Event>, Ref
                 (Some(p), _) => Ok(p),
                 (None, e) => Err(e.as_deref().unwrap_or("the generator printed no pipeline")),
             };
-            build::expand_generated(state, &caller, ctx, *job, *lease_id, output)
+            runner::expand_generated(state, &caller, ctx, *job, *lease_id, output)
         }
         Command::PauseFailingWatch { id } => watch::pause_failing(state, ctx, *id),
         Command::McpWrite { command, .. } => decide_mcp_write(state, command, ctx),

@@ -1,7 +1,7 @@
 //! Projects: the unit of ownership and scope.
 
 use super::refusal::ProjectRefused;
-use super::{Ctx, Event, Millis, Pipeline, Principal, Refused, State};
+use super::{Command, Ctx, Event, Millis, Pipeline, Principal, Refused, Reply, State};
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Project {
@@ -66,4 +66,57 @@ pub(super) fn update(
         name: name.map(str::to_string),
         default_pipeline: default_pipeline.cloned(),
     }])
+}
+
+/// Folds this aggregate's events into the state: the one place they change it.
+pub(super) fn apply(state: &mut State, at: Millis, by: Principal, event: &Event) {
+    match event {
+        Event::ProjectCreated { id, name } => {
+            state.projects.insert(
+                id.clone(),
+                Project {
+                    id: id.clone(),
+                    name: name.clone(),
+                    created_at: at,
+                    created_by: by,
+                    default_pipeline: None,
+                    builds: 0,
+                },
+            );
+        }
+        Event::ProjectUpdated {
+            id,
+            name,
+            default_pipeline,
+        } => {
+            if let Some(p) = state.projects.get_mut(id) {
+                if let Some(n) = name {
+                    p.name = n.clone();
+                }
+                if let Some(d) = default_pipeline {
+                    p.default_pipeline = d.clone();
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The answer to an accepted project command: the project as it now is.
+pub(super) fn reply(state: &State, command: &Command, events: &[Event]) -> Option<Reply> {
+    let id = match (command, events.first()) {
+        (Command::UpdateProject { id, .. }, _) | (_, Some(Event::ProjectCreated { id, .. })) => id,
+        _ => return None,
+    };
+    state.projects.get(id).cloned().map(Reply::Project)
+}
+
+/// What a project command acted on, for its audit entry: (target, project).
+pub(super) fn audit_target(command: &Command) -> (Option<String>, Option<String>) {
+    match command {
+        Command::CreateProject { id, .. } | Command::UpdateProject { id, .. } => {
+            (Some(format!("project:{id}")), Some(id.clone()))
+        }
+        _ => (None, None),
+    }
 }

@@ -1,7 +1,5 @@
 //! The projections folded from the log, and the fold itself.
 
-use std::collections::BTreeMap;
-
 // Persistent maps: a clone shares every node with the original and each change copies only
 // the path to what it touches, so the writer's working copy, the readers' copy and a
 // snapshot's copy cost one state between them, not three.
@@ -13,8 +11,8 @@ use uuid::Uuid;
 use super::commit::{Commit, GENESIS, Hash, Outcome};
 use super::refusal::AccessRefused;
 use super::{
-    AuditEntry, Build, Command, Ctx, Event, Job, JobDep, JobState, Lease, Millis, NewJob, Plane,
-    Principal, Project, Rejection, Reply, Token, TokenKind, Watch,
+    Aggregate, AuditEntry, Build, Command, Ctx, Event, Job, Millis, Plane, Principal, Project,
+    Rejection, Reply, Token, TokenKind, Watch,
 };
 
 /// How long an `Idempotency-Key` is remembered, measured in commit time.
@@ -33,10 +31,10 @@ pub struct State {
     pub head_hash: Hash,
     pub projects: OrdMap<String, Project>,
     pub tokens: OrdMap<Uuid, Token>,
-    token_by_hash: PMap<Hash, Uuid>,
+    pub(super) token_by_hash: PMap<Hash, Uuid>,
     /// Keyed by UUIDv7, so iteration order is creation order.
     pub watches: OrdMap<Uuid, Arc<Watch>>,
-    watches_by_uri: PMap<String, Vec<Uuid>>,
+    pub(super) watches_by_uri: PMap<String, Vec<Uuid>>,
     idempotency: PMap<(Uuid, String), Remembered>,
     idempotency_expiry: Vector<(Millis, Uuid, String)>,
     /// The time of the last commit folded (0 before the first).
@@ -55,12 +53,12 @@ pub struct State {
     /// retention may prune.
     pub(super) log_expiry: OrdSet<(Millis, Uuid)>,
     /// Active watches by next run.
-    schedule: OrdSet<(Millis, Uuid)>,
+    pub(super) schedule: OrdSet<(Millis, Uuid)>,
     /// Watches whose last builds failed (consecutive_failures > 0).
-    struggling: OrdSet<Uuid>,
-    job_order: u64,
+    pub(super) struggling: OrdSet<Uuid>,
+    pub(super) job_order: u64,
     /// Builds ever created: the next one's `order`.
-    build_count: u64,
+    pub(super) build_count: u64,
     /// Per project, the ended builds still in memory by `order` (see `cold.rs`).
     pub(super) ended: PMap<String, OrdSet<(u64, Uuid)>>,
     /// What has left memory for the store.
@@ -389,528 +387,32 @@ impl State {
     }
 
     fn apply_event(&mut self, at: Millis, by: Principal, event: &Event) {
+        use super::{build, project, runner, token, watch};
         match event {
-            Event::ProjectCreated { id, name } => {
-                self.projects.insert(
-                    id.clone(),
-                    Project {
-                        id: id.clone(),
-                        name: name.clone(),
-                        created_at: at,
-                        created_by: by,
-                        default_pipeline: None,
-                        builds: 0,
-                    },
-                );
+            Event::ProjectCreated { .. } | Event::ProjectUpdated { .. } => {
+                project::apply(self, at, by, event)
             }
-            Event::TokenIssued {
-                id,
-                secret_hash,
-                kind,
-                description,
-                enabled_projects,
-                allow_trigger,
-                expires_at,
-            } => {
-                self.token_by_hash.insert(*secret_hash, *id);
-                self.tokens.insert(
-                    *id,
-                    Token {
-                        id: *id,
-                        secret_hash: *secret_hash,
-                        kind: *kind,
-                        description: description.clone(),
-                        enabled_projects: enabled_projects.clone(),
-                        allow_trigger: *allow_trigger,
-                        expires_at: *expires_at,
-                        created_at: at,
-                        created_by: by,
-                        revoked_at: None,
-                    },
-                );
+            Event::TokenIssued { .. } | Event::TokenRevoked { .. } => {
+                token::apply(self, at, by, event)
             }
-            Event::TokenRevoked { id } => {
-                if let Some(t) = self.tokens.get_mut(id) {
-                    t.revoked_at = Some(at);
-                }
-            }
-            Event::WatchCreated {
-                id,
-                project,
-                source,
-                to_uri,
-                watch_interval,
-                is_active,
-                reason,
-                instruction,
-                next_run_at,
-            } => {
-                self.watches_by_uri
-                    .entry(to_uri.clone())
-                    .or_default()
-                    .push(*id);
-                self.watches.insert(
-                    *id,
-                    Arc::new(Watch {
-                        id: *id,
-                        project: project.clone(),
-                        source: source.clone(),
-                        to_uri: to_uri.clone(),
-                        watch_interval: *watch_interval,
-                        is_active: *is_active,
-                        reason: reason.clone(),
-                        instruction: instruction.clone(),
-                        created_at: at,
-                        created_by: by,
-                        updated_at: at,
-                        next_run_at: *next_run_at,
-                        last_run: None,
-                        consecutive_failures: 0,
-                        pipeline: None,
-                        fires: 0,
-                        skipped_overlap: 0,
-                        missed: 0,
-                        version: 1,
-                    }),
-                );
-                self.reschedule(*id, None);
-            }
-            Event::WatchUpdated {
-                id,
-                watch_interval,
-                is_active,
-                reason,
-                instruction,
-                next_run_at,
-            } => {
-                let before = self.watches.get(id).and_then(|w| w.next_run_at);
-                if let Some(w) = self.watches.get_mut(id).map(Arc::make_mut) {
-                    // Resuming starts a new streak: the failures that paused it are history.
-                    if *is_active == Some(true) && !w.is_active {
-                        w.consecutive_failures = 0;
-                        self.struggling.remove(id);
-                    }
-                    if let Some(v) = watch_interval {
-                        w.watch_interval = *v;
-                    }
-                    if let Some(v) = is_active {
-                        w.is_active = *v;
-                    }
-                    if let Some(v) = reason {
-                        w.reason = v.clone();
-                    }
-                    if let Some(v) = instruction {
-                        w.instruction = v.clone();
-                    }
-                    if let Some(v) = next_run_at {
-                        w.next_run_at = *v;
-                    }
-                    w.updated_at = at;
-                    w.version += 1;
-                }
-                self.reschedule(*id, before);
-            }
-            Event::WatchDeleted { id, to_uri, .. } => {
-                if let Some(at) = self.watches.remove(id).and_then(|w| w.next_run_at) {
-                    self.schedule.remove(&(at, *id));
-                }
-                self.struggling.remove(id);
-                if let Some(ids) = self.watches_by_uri.get_mut(to_uri) {
-                    ids.retain(|x| x != id);
-                    if ids.is_empty() {
-                        self.watches_by_uri.remove(to_uri);
-                    }
-                }
-            }
-            Event::WatchFired { id, manual, missed } => {
-                if let Some(w) = self.watches.get_mut(id).map(Arc::make_mut) {
-                    w.last_run = Some(super::LastRun {
-                        at,
-                        build_id: None,
-                        outcome: super::RunOutcome::Triggered,
-                        finished_at: None,
-                        manual: *manual,
-                        missed: *missed,
-                    });
-                    w.fires += 1;
-                }
-            }
-            Event::WatchRan {
-                id,
-                manual,
-                missed,
-                build_id,
-                next_run_at,
-            } => {
-                let before = self.watches.get(id).and_then(|w| w.next_run_at);
-                let outcome = match build_id.and_then(|b| self.builds.get(&b).map(Arc::as_ref)) {
-                    Some(b) => super::RunOutcome::Build(self.build_state(b)),
-                    None => super::RunOutcome::Triggered,
-                };
-                if let Some(w) = self.watches.get_mut(id).map(Arc::make_mut) {
-                    w.last_run = Some(super::LastRun {
-                        at,
-                        build_id: *build_id,
-                        outcome,
-                        finished_at: None,
-                        manual: *manual,
-                        missed: *missed,
-                    });
-                    w.fires += 1;
-                    w.missed += u64::from(*missed);
-                    if let Some(n) = next_run_at {
-                        w.next_run_at = Some(*n);
-                    }
-                }
-                self.reschedule(*id, before);
-            }
-            Event::WatchPipelineSet { id, pipeline } => {
-                if let Some(w) = self.watches.get_mut(id).map(Arc::make_mut) {
-                    w.pipeline = pipeline.clone();
-                    w.updated_at = at;
-                    w.version += 1;
-                }
-            }
-            Event::WatchSkipped { id, next_run_at } => {
-                let before = self.watches.get(id).and_then(|w| w.next_run_at);
-                if let Some(w) = self.watches.get_mut(id).map(Arc::make_mut) {
-                    w.skipped_overlap += 1;
-                    w.next_run_at = Some(*next_run_at);
-                }
-                self.reschedule(*id, before);
-            }
-            Event::ProjectUpdated {
-                id,
-                name,
-                default_pipeline,
-            } => {
-                if let Some(p) = self.projects.get_mut(id) {
-                    if let Some(n) = name {
-                        p.name = n.clone();
-                    }
-                    if let Some(d) = default_pipeline {
-                        p.default_pipeline = d.clone();
-                    }
-                }
-            }
-            Event::BuildCreated {
-                id,
-                project,
-                number,
-                restart_counter,
-                pipeline,
-                env,
-                trigger,
-                create_jobs_id,
-                restarted_from,
-            } => {
-                if let Some(p) = self.projects.get_mut(project) {
-                    p.builds = p.builds.max(*number);
-                }
-                self.build_count += 1;
-                self.builds_by_number
-                    .entry((project.clone(), *number))
-                    .or_default()
-                    .push(*id);
-                self.builds.insert(
-                    *id,
-                    Arc::new(Build {
-                        id: *id,
-                        project: project.clone(),
-                        number: *number,
-                        restart_counter: *restart_counter,
-                        pipeline: pipeline.clone(),
-                        env: env.clone(),
-                        trigger: *trigger,
-                        created_at: at,
-                        created_by: by,
-                        aborted: false,
-                        restarted_from: *restarted_from,
-                        jobs: Vec::new(),
-                        order: self.build_count + 1,
-                        version: 0,
-                    }),
-                );
-                self.add_job(
-                    at,
-                    *id,
-                    &NewJob {
-                        id: *create_jobs_id,
-                        name: super::pipeline::CREATE_JOBS.to_string(),
-                        run: match pipeline {
-                            super::Pipeline::Generate(command) => command.clone(),
-                            super::Pipeline::Jobs(_) => String::new(),
-                        },
-                        env: BTreeMap::new(),
-                        timeout_seconds: None,
-                        depends_on: Vec::new(),
-                        cloned_from: None,
-                    },
-                );
-            }
-            Event::JobsExpanded { build_id, jobs } => {
-                let create_jobs = self
-                    .builds
-                    .get(build_id)
-                    .and_then(|b| b.jobs.first().copied());
-                if let Some(cj) = create_jobs {
-                    self.end_job(at, cj, JobState::Finished, None, None);
-                    if let Some(j) = self.jobs.get_mut(&cj).map(Arc::make_mut) {
-                        j.started_at.get_or_insert(at);
-                    }
-                }
-                for job in jobs {
-                    self.add_job(at, *build_id, job);
-                }
-            }
-            Event::BuildAborted { id } => {
-                if let Some(b) = self.builds.get_mut(id).map(Arc::make_mut) {
-                    b.aborted = true;
-                    b.version += 1;
-                }
-            }
-            Event::JobsCloned {
-                build_id,
-                clones,
-                relinks,
-            } => {
-                for clone in clones {
-                    self.add_job(at, *build_id, clone);
-                    if let Some(orig) = clone
-                        .cloned_from
-                        .and_then(|o| self.jobs.get_mut(&o).map(Arc::make_mut))
-                    {
-                        orig.superseded_by = Some(clone.id);
-                        orig.version += 1;
-                    }
-                }
-                self.follow_watch_build(at, *build_id);
-                for r in relinks {
-                    if let Some(child) = self.jobs.get_mut(&r.job).map(Arc::make_mut) {
-                        for d in child.depends_on.iter_mut().filter(|d| d.job_id == r.from) {
-                            d.job_id = r.to;
-                            d.job = r.name.clone();
-                        }
-                        child.version += 1;
-                    }
-                    if let Some(kids) = self.children.get_mut(&r.from) {
-                        kids.retain(|k| *k != r.job);
-                    }
-                    self.children.entry(r.to).or_default().push(r.job);
-                }
-            }
-            Event::JobClaimed {
-                id,
-                lease_id,
-                lease_expires_at,
-            } => {
-                if let Some(j) = self.jobs.get_mut(id).map(Arc::make_mut) {
-                    self.queue.remove(&j.order);
-                    j.state = JobState::Running;
-                    j.started_at = Some(at);
-                    j.lease = Some(Lease {
-                        id: *lease_id,
-                        runner: by,
-                        expires_at: *lease_expires_at,
-                    });
-                    j.version += 1;
-                    self.leases.insert((*lease_expires_at, *id));
-                    let build = j.build_id;
-                    self.touch_build(build);
-                }
-            }
-            Event::LeaseRenewed {
-                id,
-                lease_expires_at,
-            } => {
-                if let Some(lease) = self
-                    .jobs
-                    .get_mut(id)
-                    .map(Arc::make_mut)
-                    .and_then(|j| j.lease.as_mut())
-                {
-                    self.leases.remove(&(lease.expires_at, *id));
-                    lease.expires_at = *lease_expires_at;
-                    self.leases.insert((*lease_expires_at, *id));
-                }
-            }
-            Event::JobEnded {
-                id,
-                state,
-                exit_code,
-                message,
-            } => self.end_job(at, *id, *state, *exit_code, message.clone()),
-            Event::JobLogsPruned { jobs, .. } => {
-                for id in jobs {
-                    if let Some(j) = self.jobs.get_mut(id).map(Arc::make_mut) {
-                        if let Some(ended) = j.finished_at {
-                            self.log_expiry.remove(&(ended, *id));
-                        }
-                        j.log_pruned_at.get_or_insert(at);
-                    }
-                }
-            }
-            Event::BuildsRecalled { builds } => {
-                for b in builds {
-                    self.recall(b);
-                }
+            Event::WatchCreated { .. }
+            | Event::WatchUpdated { .. }
+            | Event::WatchDeleted { .. }
+            | Event::WatchFired { .. }
+            | Event::WatchRan { .. }
+            | Event::WatchPipelineSet { .. }
+            | Event::WatchSkipped { .. } => watch::apply(self, at, by, event),
+            Event::BuildCreated { .. }
+            | Event::JobsExpanded { .. }
+            | Event::BuildAborted { .. }
+            | Event::JobsCloned { .. }
+            | Event::JobEnded { .. }
+            | Event::JobLogsPruned { .. }
+            | Event::BuildsRecalled { .. } => build::apply(self, at, by, event),
+            Event::JobClaimed { .. } | Event::LeaseRenewed { .. } => {
+                runner::apply(self, at, by, event)
             }
         }
-    }
-
-    /// Active watches whose next run has come by `at`, with that next run.
-    pub fn due_watches(&self, at: Millis) -> impl Iterator<Item = (Millis, Uuid)> + '_ {
-        self.schedule.range(..=(at, Uuid::max())).copied()
-    }
-
-    /// Active watches at or past the failure limit.
-    pub fn failing_watches(&self, limit: u32) -> impl Iterator<Item = &Watch> {
-        self.struggling
-            .iter()
-            .filter_map(|id| self.watches.get(id).map(Arc::as_ref))
-            .filter(move |w| w.is_active && w.consecutive_failures >= limit)
-    }
-
-    /// When the next watch is due, if any is active.
-    pub fn next_watch_run(&self) -> Option<Millis> {
-        self.schedule.iter().next().map(|(at, _)| *at)
-    }
-
-    /// Keeps the schedule index in step with a watch's `next_run_at` and `is_active`.
-    fn reschedule(&mut self, id: Uuid, before: Option<Millis>) {
-        if let Some(at) = before {
-            self.schedule.remove(&(at, id));
-        }
-        if let Some(w) = self.watches.get(&id).map(Arc::as_ref)
-            && w.is_active
-            && let Some(at) = w.next_run_at
-        {
-            self.schedule.insert((at, id));
-        }
-    }
-
-    /// A watch's last run follows the build it started; its failures in a row are counted
-    /// as that build ends (and uncounted if a restart reopens it).
-    fn follow_watch_build(&mut self, at: Millis, build_id: Uuid) {
-        let Some(build) = self.builds.get(&build_id).map(Arc::as_ref) else {
-            return;
-        };
-        let super::Trigger::Watch(watch_id) = build.trigger else {
-            return;
-        };
-        let now = super::RunOutcome::Build(self.build_state(build));
-        let Some(w) = self.watches.get_mut(&watch_id).map(Arc::make_mut) else {
-            return;
-        };
-        let Some(run) = w.last_run.as_mut().filter(|r| r.build_id == Some(build_id)) else {
-            return;
-        };
-        let before = run.outcome;
-        if before == now {
-            return;
-        }
-        run.outcome = now;
-        run.finished_at = (now != super::RunOutcome::Build(JobState::Running)).then_some(at);
-        if before.failed() && !now.failed() {
-            w.consecutive_failures = w.consecutive_failures.saturating_sub(1);
-        }
-        if now.failed() && !before.failed() {
-            w.consecutive_failures += 1;
-        }
-        if now == super::RunOutcome::Build(JobState::Finished) {
-            w.consecutive_failures = 0;
-        }
-        if w.consecutive_failures > 0 {
-            self.struggling.insert(watch_id);
-        } else {
-            self.struggling.remove(&watch_id);
-        }
-    }
-
-    fn touch_build(&mut self, id: Uuid) {
-        if let Some(b) = self.builds.get_mut(&id).map(Arc::make_mut) {
-            b.version += 1;
-        }
-    }
-
-    fn add_job(&mut self, at: Millis, build_id: Uuid, job: &NewJob) {
-        self.job_order += 1;
-        for d in &job.depends_on {
-            self.children.entry(d.job_id).or_default().push(job.id);
-        }
-        self.queue.insert(self.job_order, job.id);
-        self.jobs.insert(
-            job.id,
-            Arc::new(Job {
-                id: job.id,
-                build_id,
-                name: job.name.clone(),
-                run: job.run.clone(),
-                env: job.env.clone(),
-                timeout_seconds: job.timeout_seconds,
-                state: JobState::Queued,
-                depends_on: job.depends_on.iter().map(JobDep::clone).collect(),
-                superseded_by: None,
-                cloned_from: job.cloned_from,
-                created_at: at,
-                started_at: None,
-                finished_at: None,
-                exit_code: None,
-                message: None,
-                lease: None,
-                order: self.job_order,
-                version: 1,
-                log_pruned_at: None,
-            }),
-        );
-        if let Some(b) = self.builds.get_mut(&build_id).map(Arc::make_mut) {
-            b.jobs.push(job.id);
-            b.version += 1;
-        }
-    }
-
-    fn end_job(
-        &mut self,
-        at: Millis,
-        id: Uuid,
-        state: JobState,
-        exit_code: Option<i32>,
-        message: Option<String>,
-    ) {
-        let Some(j) = self.jobs.get_mut(&id).map(Arc::make_mut) else {
-            return;
-        };
-        self.queue.remove(&j.order);
-        if let Some(lease) = &j.lease {
-            self.leases.remove(&(lease.expires_at, id));
-        }
-        if let Some(ended) = j.finished_at {
-            self.log_expiry.remove(&(ended, id));
-        }
-        // Only a job a runner held can have output for retention to prune.
-        if state.is_done() && j.lease.is_some() && j.log_pruned_at.is_none() {
-            self.log_expiry.insert((at, id));
-        }
-        j.state = state;
-        j.finished_at = Some(at);
-        j.exit_code = exit_code;
-        j.message = message;
-        j.version += 1;
-        let build = j.build_id;
-        self.touch_build(build);
-        self.follow_watch_build(at, build);
-    }
-
-    /// A build with its jobs, as a reply.
-    fn build_reply(&self, id: Uuid) -> Option<Reply> {
-        let b = self.builds.get(&id).map(Arc::as_ref)?;
-        let jobs = b
-            .jobs
-            .iter()
-            .filter_map(|j| self.jobs.get(j).map(Arc::as_ref))
-            .cloned()
-            .collect();
-        Some(Reply::Build(Box::new(b.clone()), jobs))
     }
 
     /// The answer for a commit, read from the state right after it was applied.
@@ -929,145 +431,15 @@ impl State {
                 field: field.clone(),
             });
         }
-        let events = &c.body.events;
-        let reply = match c.body.meta.command.effective() {
-            Command::TriggerBuild { .. } | Command::RestartBuild { .. } => {
-                events.iter().find_map(|e| match e {
-                    Event::BuildCreated { id, .. } => self.build_reply(*id),
-                    _ => None,
-                })
-            }
-            Command::AbortBuild { .. } | Command::AbortJob { .. } => Some(Reply::Aborted(
-                events
-                    .iter()
-                    .filter_map(|e| match e {
-                        Event::JobEnded {
-                            id,
-                            state: JobState::Killed,
-                            ..
-                        } => Some(*id),
-                        _ => None,
-                    })
-                    .collect(),
-            )),
-            Command::RestartJob { .. } => events.iter().find_map(|e| match e {
-                Event::JobsCloned { clones, .. } => Some(Reply::Cloned(
-                    clones
-                        .iter()
-                        .map(|n| super::Cloned {
-                            from: n.cloned_from.unwrap_or(n.id),
-                            to: n.id,
-                            name: n.name.clone(),
-                        })
-                        .collect(),
-                )),
-                _ => None,
-            }),
-            Command::RerunJob { .. } => events.iter().find_map(|e| match e {
-                Event::JobsCloned { clones, .. } => clones
-                    .first()
-                    .and_then(|n| self.jobs.get(&n.id).map(Arc::as_ref))
-                    .map(|j| Reply::Job(Box::new(j.clone()))),
-                _ => None,
-            }),
-            Command::ClaimJob { .. } => events.iter().find_map(|e| match e {
-                Event::JobClaimed {
-                    id,
-                    lease_id,
-                    lease_expires_at,
-                } => {
-                    let job = self.jobs.get(id).map(Arc::as_ref)?;
-                    let build = self.builds.get(&job.build_id).map(Arc::as_ref)?;
-                    Some(Reply::Claimed {
-                        job: Box::new(job.clone()),
-                        build: Box::new(build.clone()),
-                        lease_id: *lease_id,
-                        lease_expires_at: *lease_expires_at,
-                    })
-                }
-                _ => None,
-            }),
-            Command::Heartbeat { job, .. } => {
-                self.jobs
-                    .get(job)
-                    .map(Arc::as_ref)
-                    .map(|j| Reply::Heartbeat {
-                        abort: j.state != JobState::Running,
-                        lease_expires_at: j.lease.as_ref().map_or(0, |l| l.expires_at),
-                    })
-            }
-            Command::FinishJob { job, .. } | Command::ExpandJobs { job, .. } => self
-                .jobs
-                .get(job)
-                .map(Arc::as_ref)
-                .map(|j| Reply::Job(Box::new(j.clone()))),
-            Command::UpdateProject { id, .. } => self.projects.get(id).cloned().map(Reply::Project),
-            Command::PruneJobLogs { .. } => Some(Reply::LogsPruned {
-                jobs: events
-                    .iter()
-                    .flat_map(|e| match e {
-                        Event::JobLogsPruned { jobs, .. } => jobs.as_slice(),
-                        _ => &[],
-                    })
-                    .copied()
-                    .collect(),
-                at: c.body.at,
-            }),
-            Command::CreateWatchWithPipeline { .. } | Command::UpdateWatchWithPipeline { .. } => {
-                events.iter().find_map(|e| match e {
-                    Event::WatchCreated { id, .. }
-                    | Event::WatchUpdated { id, .. }
-                    | Event::WatchPipelineSet { id, .. } => self
-                        .watches
-                        .get(id)
-                        .map(Arc::as_ref)
-                        .cloned()
-                        .map(Reply::Watch),
-                    _ => None,
-                })
-            }
-            Command::TriggerWatch { .. } => events.iter().find_map(|e| match e {
-                Event::WatchRan { id, .. } | Event::WatchFired { id, .. } => self
-                    .watches
-                    .get(id)
-                    .map(Arc::as_ref)
-                    .map(|w| Reply::WatchTriggered {
-                        id: *id,
-                        to_uri: w.to_uri.clone(),
-                    }),
-                _ => None,
-            }),
-            _ => match events.first() {
-                Some(Event::ProjectCreated { id, .. }) => {
-                    self.projects.get(id).cloned().map(Reply::Project)
-                }
-                Some(Event::TokenIssued { id, .. }) => {
-                    self.tokens.get(id).cloned().map(Reply::Token)
-                }
-                Some(Event::TokenRevoked { id }) => {
-                    self.tokens.get(id).cloned().map(Reply::TokenRevoked)
-                }
-                Some(Event::WatchCreated { id, .. } | Event::WatchUpdated { id, .. }) => self
-                    .watches
-                    .get(id)
-                    .map(Arc::as_ref)
-                    .cloned()
-                    .map(Reply::Watch),
-                Some(Event::WatchDeleted { id, to_uri, .. }) => Some(Reply::WatchDeleted {
-                    id: *id,
-                    to_uri: to_uri.clone(),
-                }),
-                Some(Event::WatchFired { id, .. }) => {
-                    self.watches
-                        .get(id)
-                        .map(Arc::as_ref)
-                        .map(|w| Reply::WatchTriggered {
-                            id: *id,
-                            to_uri: w.to_uri.clone(),
-                        })
-                }
-                _ => None,
-            },
+        let command = c.body.meta.command.effective();
+        let events = c.body.events.as_slice();
+        let reply = match command.aggregate() {
+            Some(Aggregate::Project) => super::project::reply(self, command, events),
+            Some(Aggregate::Token) => super::token::reply(self, events),
+            Some(Aggregate::Watch) => super::watch::reply(self, command, events),
+            Some(Aggregate::Build) => super::build::reply(self, command, events, c.body.at),
+            Some(Aggregate::Runner) => super::runner::reply(self, command, events),
+            None => None,
         };
         Ok(reply.unwrap_or(Reply::Nothing))
     }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::commit::Hash;
 use super::refusal::TokenRefused;
-use super::{Ctx, Event, Millis, Principal, Refused, State};
+use super::{Command, Ctx, Event, Millis, Principal, Refused, Reply, State};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -105,4 +105,64 @@ pub(super) fn revoke(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Event>, R
         }
     }
     Ok(vec![Event::TokenRevoked { id }])
+}
+
+/// Folds this aggregate's events into the state: the one place they change it.
+pub(super) fn apply(state: &mut State, at: Millis, by: Principal, event: &Event) {
+    match event {
+        Event::TokenIssued {
+            id,
+            secret_hash,
+            kind,
+            description,
+            enabled_projects,
+            allow_trigger,
+            expires_at,
+        } => {
+            state.token_by_hash.insert(*secret_hash, *id);
+            state.tokens.insert(
+                *id,
+                Token {
+                    id: *id,
+                    secret_hash: *secret_hash,
+                    kind: *kind,
+                    description: description.clone(),
+                    enabled_projects: enabled_projects.clone(),
+                    allow_trigger: *allow_trigger,
+                    expires_at: *expires_at,
+                    created_at: at,
+                    created_by: by,
+                    revoked_at: None,
+                },
+            );
+        }
+        Event::TokenRevoked { id } => {
+            if let Some(t) = state.tokens.get_mut(id) {
+                t.revoked_at = Some(at);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The answer to an accepted token command: the token as it now is.
+pub(super) fn reply(state: &State, events: &[Event]) -> Option<Reply> {
+    match events.first()? {
+        Event::TokenIssued { id, .. } => state.tokens.get(id).cloned().map(Reply::Token),
+        Event::TokenRevoked { id } => state.tokens.get(id).cloned().map(Reply::TokenRevoked),
+        _ => None,
+    }
+}
+
+/// What a token command acted on, for its audit entry: (target, project). Tokens belong to
+/// no project.
+pub(super) fn audit_target(
+    command: &Command,
+    events: &[Event],
+) -> (Option<String>, Option<String>) {
+    match (command, events.first()) {
+        (Command::IssueToken { .. }, Some(Event::TokenIssued { id, .. }))
+        | (Command::RevokeToken { id }, _) => (Some(format!("token:{id}")), None),
+        _ => (None, None),
+    }
 }

@@ -6,7 +6,9 @@ use uuid::Uuid;
 
 use super::Pipeline;
 use super::refusal::WatchRefused;
-use super::{Caller, Ctx, Event, JobState, Millis, Principal, Refused, State, check_if_match};
+use super::{
+    Caller, Command, Ctx, Event, JobState, Millis, Principal, Refused, Reply, State, check_if_match,
+};
 
 /// A year, in minutes.
 pub const MAX_INTERVAL_MINUTES: f64 = 525_600.0;
@@ -492,4 +494,331 @@ pub(super) fn pause_failing(state: &State, ctx: &Ctx, id: Uuid) -> Result<Vec<Ev
         instruction: None,
         next_run_at: Some(None),
     }])
+}
+
+/// Folds this aggregate's events into the state: the one place they change it.
+pub(super) fn apply(state: &mut State, at: Millis, by: Principal, event: &Event) {
+    match event {
+        Event::WatchCreated {
+            id,
+            project,
+            source,
+            to_uri,
+            watch_interval,
+            is_active,
+            reason,
+            instruction,
+            next_run_at,
+        } => {
+            state
+                .watches_by_uri
+                .entry(to_uri.clone())
+                .or_default()
+                .push(*id);
+            state.watches.insert(
+                *id,
+                Arc::new(Watch {
+                    id: *id,
+                    project: project.clone(),
+                    source: source.clone(),
+                    to_uri: to_uri.clone(),
+                    watch_interval: *watch_interval,
+                    is_active: *is_active,
+                    reason: reason.clone(),
+                    instruction: instruction.clone(),
+                    created_at: at,
+                    created_by: by,
+                    updated_at: at,
+                    next_run_at: *next_run_at,
+                    last_run: None,
+                    consecutive_failures: 0,
+                    pipeline: None,
+                    fires: 0,
+                    skipped_overlap: 0,
+                    missed: 0,
+                    version: 1,
+                }),
+            );
+            state.reschedule(*id, None);
+        }
+        Event::WatchUpdated {
+            id,
+            watch_interval,
+            is_active,
+            reason,
+            instruction,
+            next_run_at,
+        } => {
+            let before = state.watches.get(id).and_then(|w| w.next_run_at);
+            if let Some(w) = state.watches.get_mut(id).map(Arc::make_mut) {
+                // Resuming starts a new streak: the failures that paused it are history.
+                if *is_active == Some(true) && !w.is_active {
+                    w.consecutive_failures = 0;
+                    state.struggling.remove(id);
+                }
+                if let Some(v) = watch_interval {
+                    w.watch_interval = *v;
+                }
+                if let Some(v) = is_active {
+                    w.is_active = *v;
+                }
+                if let Some(v) = reason {
+                    w.reason = v.clone();
+                }
+                if let Some(v) = instruction {
+                    w.instruction = v.clone();
+                }
+                if let Some(v) = next_run_at {
+                    w.next_run_at = *v;
+                }
+                w.updated_at = at;
+                w.version += 1;
+            }
+            state.reschedule(*id, before);
+        }
+        Event::WatchDeleted { id, to_uri, .. } => {
+            if let Some(at) = state.watches.remove(id).and_then(|w| w.next_run_at) {
+                state.schedule.remove(&(at, *id));
+            }
+            state.struggling.remove(id);
+            if let Some(ids) = state.watches_by_uri.get_mut(to_uri) {
+                ids.retain(|x| x != id);
+                if ids.is_empty() {
+                    state.watches_by_uri.remove(to_uri);
+                }
+            }
+        }
+        Event::WatchFired { id, manual, missed } => {
+            if let Some(w) = state.watches.get_mut(id).map(Arc::make_mut) {
+                w.last_run = Some(super::LastRun {
+                    at,
+                    build_id: None,
+                    outcome: super::RunOutcome::Triggered,
+                    finished_at: None,
+                    manual: *manual,
+                    missed: *missed,
+                });
+                w.fires += 1;
+            }
+        }
+        Event::WatchRan {
+            id,
+            manual,
+            missed,
+            build_id,
+            next_run_at,
+        } => {
+            let before = state.watches.get(id).and_then(|w| w.next_run_at);
+            let outcome = match build_id.and_then(|b| state.builds.get(&b).map(Arc::as_ref)) {
+                Some(b) => super::RunOutcome::Build(state.build_state(b)),
+                None => super::RunOutcome::Triggered,
+            };
+            if let Some(w) = state.watches.get_mut(id).map(Arc::make_mut) {
+                w.last_run = Some(super::LastRun {
+                    at,
+                    build_id: *build_id,
+                    outcome,
+                    finished_at: None,
+                    manual: *manual,
+                    missed: *missed,
+                });
+                w.fires += 1;
+                w.missed += u64::from(*missed);
+                if let Some(n) = next_run_at {
+                    w.next_run_at = Some(*n);
+                }
+            }
+            state.reschedule(*id, before);
+        }
+        Event::WatchPipelineSet { id, pipeline } => {
+            if let Some(w) = state.watches.get_mut(id).map(Arc::make_mut) {
+                w.pipeline = pipeline.clone();
+                w.updated_at = at;
+                w.version += 1;
+            }
+        }
+        Event::WatchSkipped { id, next_run_at } => {
+            let before = state.watches.get(id).and_then(|w| w.next_run_at);
+            if let Some(w) = state.watches.get_mut(id).map(Arc::make_mut) {
+                w.skipped_overlap += 1;
+                w.next_run_at = Some(*next_run_at);
+            }
+            state.reschedule(*id, before);
+        }
+        _ => {}
+    }
+}
+
+impl State {
+    /// Active watches whose next run has come by `at`, with that next run.
+    pub fn due_watches(&self, at: Millis) -> impl Iterator<Item = (Millis, Uuid)> + '_ {
+        self.schedule.range(..=(at, Uuid::max())).copied()
+    }
+
+    /// Active watches at or past the failure limit.
+    pub fn failing_watches(&self, limit: u32) -> impl Iterator<Item = &Watch> {
+        self.struggling
+            .iter()
+            .filter_map(|id| self.watches.get(id).map(Arc::as_ref))
+            .filter(move |w| w.is_active && w.consecutive_failures >= limit)
+    }
+
+    /// When the next watch is due, if any is active.
+    pub fn next_watch_run(&self) -> Option<Millis> {
+        self.schedule.iter().next().map(|(at, _)| *at)
+    }
+
+    /// Keeps the schedule index in step with a watch's `next_run_at` and `is_active`.
+    pub(super) fn reschedule(&mut self, id: Uuid, before: Option<Millis>) {
+        if let Some(at) = before {
+            self.schedule.remove(&(at, id));
+        }
+        if let Some(w) = self.watches.get(&id).map(Arc::as_ref)
+            && w.is_active
+            && let Some(at) = w.next_run_at
+        {
+            self.schedule.insert((at, id));
+        }
+    }
+
+    /// A watch's last run follows the build it started; its failures in a row are counted
+    /// as that build ends (and uncounted if a restart reopens it).
+    pub(super) fn follow_watch_build(&mut self, at: Millis, build_id: Uuid) {
+        let Some(build) = self.builds.get(&build_id).map(Arc::as_ref) else {
+            return;
+        };
+        let super::Trigger::Watch(watch_id) = build.trigger else {
+            return;
+        };
+        let now = super::RunOutcome::Build(self.build_state(build));
+        let Some(w) = self.watches.get_mut(&watch_id).map(Arc::make_mut) else {
+            return;
+        };
+        let Some(run) = w.last_run.as_mut().filter(|r| r.build_id == Some(build_id)) else {
+            return;
+        };
+        let before = run.outcome;
+        if before == now {
+            return;
+        }
+        run.outcome = now;
+        run.finished_at = (now != super::RunOutcome::Build(JobState::Running)).then_some(at);
+        if before.failed() && !now.failed() {
+            w.consecutive_failures = w.consecutive_failures.saturating_sub(1);
+        }
+        if now.failed() && !before.failed() {
+            w.consecutive_failures += 1;
+        }
+        if now == super::RunOutcome::Build(JobState::Finished) {
+            w.consecutive_failures = 0;
+        }
+        if w.consecutive_failures > 0 {
+            self.struggling.insert(watch_id);
+        } else {
+            self.struggling.remove(&watch_id);
+        }
+    }
+}
+
+/// The answer to an accepted watch command: the watch as it now is, or what became of it.
+pub(super) fn reply(state: &State, command: &Command, events: &[Event]) -> Option<Reply> {
+    let watch = |id: &Uuid| state.watches.get(id).map(Arc::as_ref);
+    let triggered = |id: &Uuid| {
+        watch(id).map(|w| Reply::WatchTriggered {
+            id: *id,
+            to_uri: w.to_uri.clone(),
+        })
+    };
+    match command {
+        // A manual fire that starts a build leads with the build's events.
+        Command::TriggerWatch { .. } => events.iter().find_map(|e| match e {
+            Event::WatchRan { id, .. } | Event::WatchFired { id, .. } => triggered(id),
+            _ => None,
+        }),
+        Command::CreateWatchWithPipeline { .. } | Command::UpdateWatchWithPipeline { .. } => {
+            events.iter().find_map(|e| match e {
+                Event::WatchCreated { id, .. }
+                | Event::WatchUpdated { id, .. }
+                | Event::WatchPipelineSet { id, .. } => watch(id).cloned().map(Reply::Watch),
+                _ => None,
+            })
+        }
+        _ => match events.first()? {
+            Event::WatchCreated { id, .. } | Event::WatchUpdated { id, .. } => {
+                watch(id).cloned().map(Reply::Watch)
+            }
+            Event::WatchDeleted { id, to_uri, .. } => Some(Reply::WatchDeleted {
+                id: *id,
+                to_uri: to_uri.clone(),
+            }),
+            Event::WatchFired { id, .. } => triggered(id),
+            _ => None,
+        },
+    }
+}
+
+/// What a watch command acted on, for its audit entry: (target, project). Read before the
+/// commit is folded, so a deleted watch can still be named; a refused command is named by
+/// the key the caller gave.
+pub(super) fn audit_target(
+    state: &State,
+    command: &Command,
+    events: &[Event],
+) -> (Option<String>, Option<String>) {
+    let watch_project = |id: &Uuid| {
+        state
+            .watches
+            .get(id)
+            .map(Arc::as_ref)
+            .map(|w| w.project.clone())
+    };
+    // A fire that starts a build leads with the build's events; the watch's comes last.
+    let first = match command {
+        Command::TriggerWatch { .. } => events.iter().rev().find(|e| {
+            matches!(
+                e,
+                Event::WatchRan { .. } | Event::WatchUpdated { .. } | Event::WatchDeleted { .. }
+            )
+        }),
+        _ => events.first(),
+    };
+    match (command, first) {
+        (
+            Command::CreateWatch(new) | Command::CreateWatchWithPipeline { watch: new, .. },
+            Some(Event::WatchCreated { id, .. }),
+        ) => (Some(format!("watch:{id}")), Some(new.project.clone())),
+        (Command::CreateWatch(new) | Command::CreateWatchWithPipeline { watch: new, .. }, _) => (
+            Some(format!("to_uri:{}", new.to_uri)),
+            Some(new.project.clone()),
+        ),
+        (
+            Command::UpdateWatch { .. }
+            | Command::UpdateWatchWithPipeline { .. }
+            | Command::DeleteWatch { .. }
+            | Command::TriggerWatch { .. },
+            Some(
+                Event::WatchUpdated { id, .. }
+                | Event::WatchDeleted { id, .. }
+                | Event::WatchFired { id, .. }
+                | Event::WatchRan { id, .. }
+                | Event::WatchPipelineSet { id, .. },
+            ),
+        ) => (Some(format!("watch:{id}")), watch_project(id)),
+        (
+            Command::UpdateWatch { key, .. }
+            | Command::UpdateWatchWithPipeline { key, .. }
+            | Command::DeleteWatch { key, .. }
+            | Command::TriggerWatch { key },
+            _,
+        ) => (
+            Some(key.describe()),
+            key.project
+                .clone()
+                .or_else(|| key.id.as_ref().and_then(watch_project)),
+        ),
+        (Command::FireWatch { id } | Command::PauseFailingWatch { id }, _) => {
+            (Some(format!("watch:{id}")), watch_project(id))
+        }
+        _ => (None, None),
+    }
 }
