@@ -19,6 +19,8 @@ mod project;
 pub mod refusal;
 mod runner;
 mod state;
+#[cfg(test)]
+mod tests;
 mod token;
 mod watch;
 
