@@ -10,12 +10,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Deserializer, Serialize};
-use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{AppState, Problem, etag, if_match, mutate, parse_body, read, rfc3339, unexpected};
-use crate::domain::{Command, NewWatch, Pipeline, Reply, Watch, WatchKey, WatchPatch};
+use crate::domain::{Command, NewWatch, Pipeline, Reply, Watch, WatchFilter, WatchKey, WatchPatch};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -272,30 +271,15 @@ pub async fn list_or_lookup(
                 })
             })
             .transpose()?;
-        let keep = |w: &&Watch| {
-            caller.sees_project(&w.project)
-                && q.project.as_ref().is_none_or(|p| *p == w.project)
-                && (!active_only || w.is_active)
+        let filter = WatchFilter {
+            project: q.project.clone(),
+            active_only,
         };
-        let total = state.watches.values().map(Arc::as_ref).filter(keep).count();
-        let mut page: Vec<&Watch> = state
-            .watches
-            .values()
-            .map(Arc::as_ref)
-            .filter(keep)
-            .filter(|w| after.is_none_or(|a| w.id > a))
-            .take(limit + 1)
-            .collect();
-        let next_cursor = if page.len() > limit {
-            page.truncate(limit);
-            page.last().map(|w| w.id.to_string())
-        } else {
-            None
-        };
+        let page = state.watches_page(caller, &filter, after, limit);
         Ok(Json(WatchList {
-            watches: page.into_iter().map(WatchView::from).collect(),
-            total,
-            next_cursor,
+            watches: page.watches.into_iter().map(WatchView::from).collect(),
+            total: page.total,
+            next_cursor: page.next.map(|id| id.to_string()),
         })
         .into_response())
     })

@@ -40,7 +40,9 @@ pub use refusal::{
 pub use runner::leased;
 pub use state::{Caller, State};
 pub use token::{Token, TokenKind};
-pub use watch::{LastRun, NewWatch, RunOutcome, Watch, WatchKey, WatchPatch};
+pub use watch::{
+    LastRun, NewWatch, RunOutcome, Watch, WatchFilter, WatchKey, WatchPage, WatchPatch,
+};
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -822,3 +822,58 @@ pub(super) fn audit_target(
         _ => (None, None),
     }
 }
+
+/// Which watches a listing shows: those the caller may see, narrowed by project and state.
+#[derive(Clone, Debug, Default)]
+pub struct WatchFilter {
+    pub project: Option<String>,
+    pub active_only: bool,
+}
+
+/// One page of a watch listing, in creation order.
+#[derive(Debug)]
+pub struct WatchPage<'a> {
+    pub watches: Vec<&'a Watch>,
+    /// How many watches match, across all pages.
+    pub total: usize,
+    /// Where the next page starts (after this id), if there is one.
+    pub next: Option<Uuid>,
+}
+
+impl State {
+    /// The page of watches after `after` (a watch id; `None` from the start), at most `limit`.
+    /// Every door lists watches with this, so they agree on what a caller sees.
+    pub fn watches_page(
+        &self,
+        caller: &Caller<'_>,
+        filter: &WatchFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> WatchPage<'_> {
+        let keep = |w: &&Watch| {
+            caller.sees_project(&w.project)
+                && filter.project.as_ref().is_none_or(|p| *p == w.project)
+                && (!filter.active_only || w.is_active)
+        };
+        let total = self.watches.values().map(Arc::as_ref).filter(keep).count();
+        let mut watches: Vec<&Watch> = self
+            .watches
+            .values()
+            .map(Arc::as_ref)
+            .filter(keep)
+            .filter(|w| after.is_none_or(|a| w.id > a))
+            .take(limit.saturating_add(1))
+            .collect();
+        let next = if watches.len() > limit {
+            watches.truncate(limit);
+            watches.last().map(|w| w.id)
+        } else {
+            None
+        };
+        WatchPage {
+            watches,
+            total,
+            next,
+        }
+    }
+}
