@@ -14,6 +14,7 @@ mod build;
 mod cold;
 pub mod commit;
 mod digest;
+mod idempotency;
 pub mod pipeline;
 mod project;
 pub mod refusal;

@@ -9,20 +9,12 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::commit::{Commit, GENESIS, Hash, Outcome};
+use super::idempotency::Remembered;
 use super::refusal::AccessRefused;
 use super::{
     Aggregate, AuditEntry, Build, Command, Ctx, Event, Job, Millis, Plane, Principal, Project,
     Rejection, Reply, Token, TokenKind, Watch,
 };
-
-/// How long an `Idempotency-Key` is remembered, measured in commit time.
-pub const IDEMPOTENCY_TTL_MS: Millis = 24 * 60 * 60 * 1000;
-
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Remembered {
-    fingerprint: Hash,
-    result: Result<Reply, Rejection>,
-}
 
 /// Everything readable, as of `head_seq`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -35,8 +27,8 @@ pub struct State {
     /// Keyed by UUIDv7, so iteration order is creation order.
     pub watches: OrdMap<Uuid, Arc<Watch>>,
     pub(super) watches_by_uri: PMap<String, Vec<Uuid>>,
-    idempotency: PMap<(Uuid, String), Remembered>,
-    idempotency_expiry: Vector<(Millis, Uuid, String)>,
+    pub(super) idempotency: PMap<(Uuid, String), Remembered>,
+    pub(super) idempotency_expiry: Vector<(Millis, Uuid, String)>,
     /// The time of the last commit folded (0 before the first).
     pub head_at: Millis,
     pub builds: OrdMap<Uuid, Arc<Build>>,
@@ -248,40 +240,6 @@ impl State {
         Ok(caller)
     }
 
-    /// The first answer given to `key` from `principal`, if the same request was seen before.
-    /// A different request under the same key is refused by [`State::idempotency_conflict`].
-    pub fn remembered(
-        &self,
-        principal: Principal,
-        key: &str,
-        cmd: &Command,
-    ) -> Option<Result<Reply, Rejection>> {
-        let Principal::Token(t) = principal else {
-            return None;
-        };
-        self.idempotency
-            .get(&(t, key.to_string()))
-            .filter(|r| r.fingerprint == cmd.fingerprint())
-            .map(|r| r.result.clone())
-    }
-
-    pub fn idempotency_conflict(
-        &self,
-        principal: Principal,
-        key: &str,
-        cmd: &Command,
-    ) -> Result<(), AccessRefused> {
-        let Principal::Token(t) = principal else {
-            return Ok(());
-        };
-        match self.idempotency.get(&(t, key.to_string())) {
-            Some(r) if r.fingerprint != cmd.fingerprint() => {
-                Err(AccessRefused::IdempotencyKeyReused)
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// Watches with this `to_uri`, in any project.
     pub fn watches_with_uri(&self, to_uri: &str) -> impl Iterator<Item = &Watch> {
         self.watches_by_uri
@@ -355,30 +313,7 @@ impl State {
             }
         }
         let mut reply = replying.then(|| self.reply_for(c));
-        if let (Principal::Token(t), Some(key)) =
-            (body.meta.principal, body.meta.idempotency_key.as_ref())
-        {
-            let slot = (t, key.clone());
-            if !self.idempotency.contains_key(&slot) {
-                let result = reply.get_or_insert_with(|| self.reply_for(c)).clone();
-                self.idempotency.insert(
-                    slot,
-                    Remembered {
-                        fingerprint: body.meta.command.fingerprint(),
-                        result,
-                    },
-                );
-                self.idempotency_expiry.push_back((body.at, t, key.clone()));
-            }
-        }
-        while let Some((at, _, _)) = self.idempotency_expiry.front() {
-            if body.at - *at <= IDEMPOTENCY_TTL_MS {
-                break;
-            }
-            if let Some((_, t, key)) = self.idempotency_expiry.pop_front() {
-                self.idempotency.remove(&(t, key));
-            }
-        }
+        self.remember(c, &mut reply);
         self.settle(touched, cold);
         self.head_seq = c.seq;
         self.head_hash = c.hash;
