@@ -9,6 +9,7 @@
 pub mod audit_index;
 mod cold;
 pub mod frame;
+pub mod jetstream;
 pub mod snapshot;
 mod store;
 pub mod wal;

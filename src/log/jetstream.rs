@@ -1,0 +1,271 @@
+//! The log on a NATS JetStream cluster: one stream, one message per commit, so the stream's
+//! sequence is reeve's seq. A message's payload is the commit's record exactly as the
+//! embedded log stores it (version, seq, prev_hash, hash, body), so the hash chain and
+//! `Commit::decode` are the same in both.
+//!
+//! Every append names the sequence it expects to follow (`Nats-Expected-Last-Sequence`), so a
+//! writer that is no longer the only one (a deposed leader that has not noticed yet) cannot
+//! fork the log: JetStream refuses its append, and it learns it must step down. JetStream
+//! acknowledges a message once a majority of the stream's replicas hold it, on disk.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use futures_util::StreamExt;
+
+use super::{Commit, Hash, LogError};
+
+/// The stream's subject: one, since the stream holds nothing but commits.
+fn subject(stream: &str) -> String {
+    format!("{stream}.commits")
+}
+
+/// Why an append did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The stream's head is not where this writer thought: another writer appended first.
+    /// Nothing of this group from `seq` on is in the log.
+    #[error(
+        "commit {seq} was not appended: the stream has moved on without this writer (another node leads now)"
+    )]
+    Conflict { seq: u64 },
+    /// The cluster did not acknowledge commit `seq` (no quorum, no connection, a timeout).
+    /// Whether it is in the log is unknown until the stream is read again.
+    #[error("commit {seq} was not acknowledged by the cluster: {why}")]
+    Unavailable { seq: u64, why: String },
+}
+
+impl AppendError {
+    pub fn seq(&self) -> u64 {
+        match self {
+            AppendError::Conflict { seq } | AppendError::Unavailable { seq, .. } => *seq,
+        }
+    }
+}
+
+/// What the cluster says about the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamStatus {
+    pub last_seq: u64,
+    pub replicas: usize,
+    /// The server that leads the stream's RAFT group, and each replica's name and whether it
+    /// is current.
+    pub leader: Option<String>,
+    pub peers: Vec<(String, bool)>,
+}
+
+/// The reeve log as a JetStream stream.
+#[derive(Clone)]
+pub struct StreamLog {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: String,
+    subject: String,
+}
+
+impl StreamLog {
+    /// Connects to the cluster and opens the log's stream, creating it on first use: file
+    /// storage, `min(3, servers)` replicas, nothing ever discarded, no message deletable.
+    pub async fn open(servers: &[String], stream: &str) -> Result<StreamLog, LogError> {
+        let unavailable = |why: String| LogError::Failed(format!("NATS cluster: {why}"));
+        if servers.is_empty() {
+            return Err(unavailable("no server given".into()));
+        }
+        let addrs = servers
+            .iter()
+            .map(|s| {
+                s.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| unavailable(format!("{s:?} is not a NATS server URL: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = async_nats::ConnectOptions::new()
+            .name("reeve")
+            .connection_timeout(Duration::from_secs(5))
+            .retry_on_initial_connect()
+            .connect(addrs)
+            .await
+            .map_err(|e| unavailable(format!("cannot connect to {}: {e}", servers.join(","))))?;
+        let js = jetstream::new(client.clone());
+        let subject = subject(stream);
+        let config = stream::Config {
+            name: stream.to_string(),
+            subjects: vec![subject.clone()],
+            storage: stream::StorageType::File,
+            num_replicas: servers.len().clamp(1, 3),
+            retention: stream::RetentionPolicy::Limits,
+            max_messages: -1,
+            max_bytes: -1,
+            discard: stream::DiscardPolicy::New,
+            deny_delete: true,
+            deny_purge: true,
+            allow_direct: true,
+            ..Default::default()
+        };
+        // The cluster may still be electing its meta leader right after it starts: retry.
+        let mut tries = 0;
+        loop {
+            match js.get_or_create_stream(config.clone()).await {
+                Ok(_) => break,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "the log's stream is not ready yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(unavailable(format!("cannot open stream {stream}: {e}"))),
+            }
+        }
+        Ok(StreamLog {
+            client,
+            js,
+            stream: stream.to_string(),
+            subject,
+        })
+    }
+
+    /// Appends a group of sealed records, in order, each expecting to follow the one before:
+    /// `records[0]` must follow the stream's last message. All are sent before the first
+    /// acknowledgement is awaited. On an error, the commits before the one it names are in
+    /// the log, and none after it is.
+    pub async fn append(&self, records: &[(u64, Vec<u8>)]) -> Result<(), AppendError> {
+        let mut pending = Vec::with_capacity(records.len());
+        for (seq, record) in records {
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(record.clone().into())
+                .expected_last_sequence(seq.saturating_sub(1));
+            let ack = self
+                .js
+                .send_publish(self.subject.clone(), publish)
+                .await
+                .map_err(|e| AppendError::Unavailable {
+                    seq: *seq,
+                    why: e.to_string(),
+                })?;
+            pending.push((*seq, ack));
+        }
+        for (seq, ack) in pending {
+            match ack.await {
+                Ok(a) if a.sequence == seq => {}
+                Ok(a) => {
+                    return Err(AppendError::Unavailable {
+                        seq,
+                        why: format!("the stream stored it as message {}", a.sequence),
+                    });
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Err(AppendError::Conflict { seq });
+                }
+                Err(e) => {
+                    return Err(AppendError::Unavailable {
+                        seq,
+                        why: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stream's state: its last seq, replicas, leader and peers.
+    pub async fn status(&self) -> Result<StreamStatus, LogError> {
+        let mut s = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| LogError::Failed(format!("stream {}: {e}", self.stream)))?;
+        let info = s
+            .info()
+            .await
+            .map_err(|e| LogError::Failed(format!("stream {}: {e}", self.stream)))?;
+        let cluster = info.cluster.clone().unwrap_or_default();
+        let mut peers: Vec<(String, bool)> = cluster
+            .replicas
+            .iter()
+            .map(|p| (p.name.clone(), p.current && !p.offline))
+            .collect();
+        if let Some(leader) = &cluster.leader {
+            peers.insert(0, (leader.clone(), true));
+        }
+        Ok(StreamStatus {
+            last_seq: info.state.last_sequence,
+            replicas: info.config.num_replicas,
+            leader: cluster.leader,
+            peers,
+        })
+    }
+
+    /// The commits from `from` on, in order, as the stream holds them, ending with the last
+    /// one the stream held when the read began. Each is decoded and checked against the
+    /// chain: a gap, a seq out of place or a broken link is an error, never skipped.
+    pub async fn read_from(&self, from: u64, prev: Hash) -> Result<Vec<Commit>, LogError> {
+        let last = self.status().await?.last_seq;
+        let mut out = Vec::new();
+        if from > last {
+            return Ok(out);
+        }
+        let mut follow = self.follow(from, prev).await?;
+        while let Some(c) = follow.next().await {
+            let c = c?;
+            let done = c.seq >= last;
+            out.push(c);
+            if done {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every commit from `from` on, as it arrives, checked against the chain from `prev` (the
+    /// hash of commit `from - 1`). Runs until the stream or the connection ends.
+    pub async fn follow(
+        &self,
+        from: u64,
+        prev: Hash,
+    ) -> Result<impl futures_util::Stream<Item = Result<Commit, LogError>> + use<>, LogError> {
+        let failed = |e: String| LogError::Failed(format!("stream {}: {e}", self.stream));
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let mut expect = (from.max(1), prev);
+        Ok(messages.map(move |m| {
+            let m = m.map_err(|e| LogError::Failed(format!("following the log: {e}")))?;
+            let c = Commit::decode(&m.payload)?;
+            if c.seq != expect.0 || c.prev_hash != expect.1 {
+                return Err(LogError::Corrupt {
+                    seq: expect.0,
+                    why: format!(
+                        "the stream's message is commit {} linked to {}, where commit {} linked to {} was due",
+                        c.seq,
+                        hex::encode(&c.prev_hash[..8]),
+                        expect.0,
+                        hex::encode(&expect.1[..8])
+                    ),
+                });
+            }
+            expect = (c.seq + 1, c.hash);
+            Ok(c)
+        }))
+    }
+
+    /// Waits until everything sent on the connection has reached the server.
+    pub async fn flush(&self) -> Result<(), LogError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| LogError::Failed(format!("NATS: {e}")))
+    }
+}
