@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::Identity;
+use super::{Identity, InvalidParams};
 use crate::api::builds::{Aborted, BuildView, ClonedView, JobView, PipelineBody, Rerun, Restarted};
 use crate::api::projects::ProjectView;
 use crate::api::watches::WatchView;
@@ -575,6 +575,7 @@ struct Call<'a> {
     request_id: String,
     tool: String,
     arguments: String,
+    invalid_params: Option<InvalidParams>,
 }
 
 fn identity(ctx: &RequestContext<RoleServer>) -> Result<(Principal, String), McpError> {
@@ -695,16 +696,19 @@ impl Call<'_> {
         self.submit(key, wrapped).await
     }
 
-    /// Arguments that do not fit the tool's schema: recorded, then a JSON-RPC -32602.
+    /// A call that does not fit (no such tool, or arguments the tool's schema rejects):
+    /// recorded, then a JSON-RPC -32602 (HTTP 400 on 2026-07-28, see `InvalidParams`).
     async fn malformed(&self, code: &str, detail: String) -> McpError {
         let refusal = Rejection::new(400, code, detail.clone());
-        match self.record(None, None, Some(&refusal)).await {
-            Err(e) => e,
-            Ok(Err(r)) if r.code == bounds::FIELD_TOO_LONG => {
-                McpError::invalid_params(format!("{} [{}]", r.reason, r.code), None)
-            }
-            Ok(_) => McpError::invalid_params(detail, None),
+        let message = match self.record(None, None, Some(&refusal)).await {
+            Err(e) => return e,
+            Ok(Err(r)) if r.code == bounds::FIELD_TOO_LONG => format!("{} [{}]", r.reason, r.code),
+            Ok(_) => detail,
+        };
+        if let Some(flag) = &self.invalid_params {
+            flag.raise();
         }
+        McpError::invalid_params(message, None)
     }
 
     async fn parse<T: DeserializeOwned>(&self, args: &Value) -> Result<T, McpError> {
@@ -971,6 +975,11 @@ impl ServerHandler for Tools {
             request_id,
             tool: request.name.to_string(),
             arguments: args.to_string(),
+            invalid_params: ctx
+                .extensions
+                .get::<axum::http::request::Parts>()
+                .and_then(|p| p.extensions.get::<InvalidParams>())
+                .cloned(),
         };
         let Some(kind) = self.kind_of(&call.tool) else {
             return Err(call
