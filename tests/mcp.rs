@@ -859,6 +859,39 @@ async fn an_unsupported_revision_is_a_json_rpc_error_listing_the_supported_ones(
     assert_eq!(s.audit_head().await, head);
 }
 
+/// A 2026-07-28 request whose `MCP-Protocol-Version` header and `_meta` name different
+/// revisions is a header mismatch (-32020, 400) even when one of them is a revision reeve does
+/// not speak; `initialize`, which that revision removed, is a method it does not know (-32601,
+/// 404). Neither runs anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2026_07_28_request_is_held_to_its_headers_and_has_no_initialize() {
+    let s = TestServer::start_with(roomy).await;
+    let a = Agent::new(&s, json!({}), true).await;
+    let head = s.audit_head().await;
+    for (header, meta) in [
+        (MODERN, "v999.0.0"),
+        (LATEST, MODERN),
+        ("2099-01-01", MODERN),
+    ] {
+        let body = json!({"jsonrpc": "2.0", "id": 41, "method": "server/discover",
+                          "params": {"_meta": modern_meta(meta)}});
+        let extra = [("mcp-method", "server/discover")];
+        let r = post_mcp(&s, Some(&a.token), Some(header), &extra, &body).await;
+        assert_rpc_400(&r, -32020, &json!(41));
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 42, "method": "initialize",
+                      "params": {"_meta": modern_meta(MODERN)}});
+    let extra = [("mcp-method", "initialize")];
+    let r = post_mcp(&s, Some(&a.token), Some(MODERN), &extra, &body).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(r.body["id"], json!(42), "{}", r.text);
+    assert_eq!(r.body["error"]["code"], json!(-32601), "{}", r.text);
+    // The same initialize from a client of an older revision still negotiates.
+    let r = a.rpc("initialize", Some(init_params(LATEST))).await;
+    assert_eq!(rpc_result(&r)["protocolVersion"], LATEST);
+    assert_eq!(s.audit_head().await, head);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_discover_and_2026_07_28_requests_need_no_initialize() {
     let s = TestServer::start_with(roomy).await;

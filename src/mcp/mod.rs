@@ -184,6 +184,11 @@ fn unsupported_version(headers: &HeaderMap, env: &rpc::Envelope) -> Option<Respo
     let header = headers
         .get("mcp-protocol-version")
         .map(|v| v.to_str().unwrap_or(""));
+    // A header that disagrees with `_meta` is first of all a header mismatch (-32020, which
+    // rmcp answers), whether or not either revision is one reeve speaks.
+    if env.meta_version.is_some() && header != env.meta_version.as_deref() {
+        return None;
+    }
     let requested = [header, env.meta_version.as_deref()]
         .into_iter()
         .flatten()
