@@ -127,18 +127,32 @@ fn rpc_result(r: &Resp) -> &Value {
         .unwrap_or_else(|| panic!("no result in {}", r.text))
 }
 
-/// A JSON-RPC error object (the HTTP status is still 200).
+/// A call that does not fit (no such tool, arguments the schema rejects): JSON-RPC -32602 as
+/// `application/json`, echoing the request's id, with HTTP 400 for a 2026-07-28 request and
+/// 200 for an older one. Returns the error object.
 #[track_caller]
-fn rpc_error(r: &Resp) -> &Value {
-    assert_eq!(r.status, 200, "headers {:?}; body {}", r.headers, r.text);
+fn invalid_params(r: &Resp, modern: bool) -> &Value {
+    let status = if modern { 400 } else { 200 };
+    assert_eq!(r.status, status, "headers {:?}; body {}", r.headers, r.text);
+    let ct = r.header("content-type").unwrap_or("");
+    assert!(ct.starts_with("application/json"), "content-type {ct:?}");
+    assert_eq!(r.body["jsonrpc"], "2.0", "{}", r.text);
+    assert!(
+        r.body["id"].is_u64(),
+        "the request's id is echoed: {}",
+        r.text
+    );
     assert!(
         r.body.get("result").is_none(),
         "expected an error: {}",
         r.text
     );
-    r.body
+    let err = r
+        .body
         .get("error")
-        .unwrap_or_else(|| panic!("no error in {}", r.text))
+        .unwrap_or_else(|| panic!("no error in {}", r.text));
+    assert_eq!(err["code"], json!(INVALID_PARAMS), "{}", r.text);
+    err
 }
 
 /// A refusal by the gate: status, problem code, and (for 401) the challenge.
@@ -442,8 +456,7 @@ impl Agent {
     /// mcp_call. Returns the error's message.
     async fn invalid(&self, tool: &str, args: Value, code: &str) -> String {
         let (r, entry) = self.call(tool, args).await;
-        let err = rpc_error(&r);
-        assert_eq!(err["code"], json!(INVALID_PARAMS), "{}", r.text);
+        let err = invalid_params(&r, false);
         assert_eq!(entry["outcome"], "rejected", "{entry}");
         assert_eq!(entry["code"], json!(code), "{entry}");
         let (kind, cmd) = mcp_command(&entry);
@@ -843,6 +856,39 @@ async fn an_unsupported_revision_is_a_json_rpc_error_listing_the_supported_ones(
         "{}",
         r.text
     );
+    assert_eq!(s.audit_head().await, head);
+}
+
+/// A 2026-07-28 request whose `MCP-Protocol-Version` header and `_meta` name different
+/// revisions is a header mismatch (-32020, 400) even when one of them is a revision reeve does
+/// not speak; `initialize`, which that revision removed, is a method it does not know (-32601,
+/// 404). Neither runs anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2026_07_28_request_is_held_to_its_headers_and_has_no_initialize() {
+    let s = TestServer::start_with(roomy).await;
+    let a = Agent::new(&s, json!({}), true).await;
+    let head = s.audit_head().await;
+    for (header, meta) in [
+        (MODERN, "v999.0.0"),
+        (LATEST, MODERN),
+        ("2099-01-01", MODERN),
+    ] {
+        let body = json!({"jsonrpc": "2.0", "id": 41, "method": "server/discover",
+                          "params": {"_meta": modern_meta(meta)}});
+        let extra = [("mcp-method", "server/discover")];
+        let r = post_mcp(&s, Some(&a.token), Some(header), &extra, &body).await;
+        assert_rpc_400(&r, -32020, &json!(41));
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 42, "method": "initialize",
+                      "params": {"_meta": modern_meta(MODERN)}});
+    let extra = [("mcp-method", "initialize")];
+    let r = post_mcp(&s, Some(&a.token), Some(MODERN), &extra, &body).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(r.body["id"], json!(42), "{}", r.text);
+    assert_eq!(r.body["error"]["code"], json!(-32601), "{}", r.text);
+    // The same initialize from a client of an older revision still negotiates.
+    let r = a.rpc("initialize", Some(init_params(LATEST))).await;
+    assert_eq!(rpc_result(&r)["protocolVersion"], LATEST);
     assert_eq!(s.audit_head().await, head);
 }
 
@@ -2322,8 +2368,141 @@ async fn an_unknown_tool_is_invalid_params() {
     let r = scoped
         .rpc("tools/call", Some(json!({"name": "drop_tables"})))
         .await;
-    assert_eq!(rpc_error(&r)["code"], json!(INVALID_PARAMS));
+    invalid_params(&r, false);
     assert_eq!(s.audit_entries(head).await.len(), 1);
+}
+
+/// Every way a `tools/call` can fail to fit, on both kinds of client: JSON-RPC -32602 with the
+/// request's id — with HTTP 400 for a 2026-07-28 client (revision in `_meta`), with 200 for an
+/// older one (revision in a header), whose SDKs drop the connection on a 4xx — one rejected
+/// `mcp_call` commit naming why, and nothing else changed. What the tool itself refuses (a
+/// value out of range, a watch that is not there) is a tool result instead: HTTP 200,
+/// `isError: true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_does_not_fit_its_tool_is_invalid_params_and_audited() {
+    let (s, scoped) = server_pq().await;
+    rest_watch(&s, "p", "viking://res/docs", true).await;
+    let watches = all_watches_now(&s).await;
+    let builds = builds_now(&s, "p").await;
+    let good = watch_args("p", "viking://res/new");
+    let without = |key: &str| {
+        let mut a = good.clone();
+        a.as_object_mut().map(|o| o.remove(key));
+        a
+    };
+    let with = |key: &str, v: Value| {
+        let mut a = good.clone();
+        a[key] = v;
+        a
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        // A required field missing, a value of the wrong type, a field the schema lacks.
+        ("create_watch", without("to_uri"), "invalid_arguments"),
+        (
+            "create_watch",
+            with("watch_interval", json!("60")),
+            "invalid_arguments",
+        ),
+        (
+            "create_watch",
+            with("is_active", json!(false)),
+            "invalid_arguments",
+        ),
+        ("list_watches", json!({"limit": -1}), "invalid_arguments"),
+        (
+            "list_projects",
+            json!({"project": "p"}),
+            "invalid_arguments",
+        ),
+        // A tool that is not there.
+        ("delete_everything", json!({"really": true}), "unknown_tool"),
+    ];
+    let mut id = 9_000;
+    for modern in [false, true] {
+        for (tool, args, code) in &cases {
+            id += 1;
+            let params = json!({"name": tool, "arguments": args});
+            let head = s.audit_head().await;
+            let r = if modern {
+                let mut params = params;
+                params["_meta"] = modern_meta(MODERN);
+                let body =
+                    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+                let extra = [("mcp-method", "tools/call"), ("mcp-name", *tool)];
+                post_mcp(&s, Some(&scoped.token), Some(MODERN), &extra, &body).await
+            } else {
+                let body =
+                    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+                post_mcp(&s, Some(&scoped.token), Some(LATEST), &[], &body).await
+            };
+            let what = format!("{tool} {args} (2026-07-28: {modern})");
+            assert_eq!(invalid_params(&r, modern)["code"], json!(INVALID_PARAMS));
+            assert_eq!(
+                r.body["id"],
+                json!(id),
+                "{what}: the id is echoed: {}",
+                r.text
+            );
+            let message = str_field(&r.body["error"], "message");
+            assert!(
+                message.contains(tool),
+                "{what}: the message names the tool: {message}"
+            );
+            let hint = if *code == "unknown_tool" {
+                "tools/list"
+            } else {
+                "inputSchema"
+            };
+            assert!(
+                message.contains(hint),
+                "{what}: the message says where to look: {message}"
+            );
+
+            let entries = s.audit_entries(head).await;
+            assert_eq!(entries.len(), 1, "{what}: one commit: {entries:#?}");
+            let entry = &entries[0];
+            assert_eq!(entry["plane"], "mcp", "{entry}");
+            assert_eq!(entry["principal"], json!(scoped.principal()), "{entry}");
+            assert_eq!(entry["outcome"], "rejected", "{entry}");
+            assert_eq!(entry["code"], json!(code), "{entry}");
+            let (kind, cmd) = mcp_command(entry);
+            assert_eq!(
+                kind, "mcp_call",
+                "{what}: nothing became a command: {entry}"
+            );
+            assert_eq!(cmd["tool"], json!(tool), "{entry}");
+            assert_eq!(cmd["refusal"]["code"], json!(code), "{entry}");
+            let recorded: Value = serde_json::from_str(&str_field(&cmd, "arguments"))
+                .unwrap_or_else(|e| panic!("arguments are not JSON text ({e}): {entry}"));
+            assert_eq!(&recorded, args, "{entry}");
+        }
+    }
+    assert_eq!(all_watches_now(&s).await, watches);
+    assert_eq!(builds_now(&s, "p").await, builds);
+
+    // Refusals of well-formed calls stay tool results, answered with 200.
+    scoped
+        .refused_with(
+            "get_watch",
+            json!({"to_uri": "viking://res/nowhere"}),
+            "watch_not_found",
+        )
+        .await;
+    scoped
+        .refused_with(
+            "create_watch",
+            with("watch_interval", json!(0)),
+            "invalid_interval",
+        )
+        .await;
+    scoped
+        .refused_with(
+            "get_build",
+            json!({"project": "p", "build": "b-1"}),
+            "invalid_build_id",
+        )
+        .await;
+    assert_eq!(all_watches_now(&s).await, watches);
 }
 
 /// Arguments that would succeed for a token that may write, one set per write tool.

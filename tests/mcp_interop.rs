@@ -3,8 +3,9 @@
 //! before, `initialize`) and at 2.3.0 (tests/interop/requirements-v2.txt, revision 2026-07-28,
 //! `server/discover`), each installed into its own virtualenv by tests/interop/setup.sh. The
 //! scripts (tests/interop/client.py, client_v2.py for the 2.x API) connect, list tools (and see
-//! the write tools vanish for a read-only token), create a watch, list it, cancel it twice,
-//! restart a failed job, and find their calls in the audit. The 2.x script connects in auto
+//! the write tools vanish for a read-only token), create a watch, list it, send arguments that
+//! do not fit (a JSON-RPC -32602 the SDK raises), cancel the watch twice, restart a failed job,
+//! and find their calls in the audit. The 2.x script connects in auto
 //! mode and again pinned to 2026-07-28.
 
 mod common;
@@ -39,15 +40,15 @@ fn venv(name: &str, requirements: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_sdk_drives_reeve() {
-    drive("mcp-venv", "requirements.txt", "client.py", 7).await;
+    drive("mcp-venv", "requirements.txt", "client.py", 8).await;
 }
 
 /// 2.3.0 asks `server/discover` first; reeve must answer it so the client stays on 2026-07-28
 /// (in auto mode it would otherwise fall back to `initialize`, and pinned it could not connect).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_sdk_2_drives_reeve_on_2026_07_28() {
-    // Each of the two connections makes six calls; the first also restarts the failed job.
-    drive("mcp-venv-2", "requirements-v2.txt", "client_v2.py", 13).await;
+    // Each of the two connections makes seven calls; the first also restarts the failed job.
+    drive("mcp-venv-2", "requirements-v2.txt", "client_v2.py", 15).await;
 }
 
 /// Runs one client script against a fresh server; `calls` is how many tool calls it makes,

@@ -12,6 +12,7 @@ mod rpc;
 mod tools;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Body;
@@ -48,6 +49,25 @@ pub struct McpConfig {
 /// Who the gate let in; rmcp hands it to the tools inside the request's http parts.
 #[derive(Clone, Copy, Debug)]
 struct Identity(Principal);
+
+/// Raised by a tool whose call does not fit: a tool that does not exist, or arguments its
+/// input schema rejects. The tool answers JSON-RPC -32602; rmcp sends every error a handler
+/// returns with HTTP 200, and the gate turns that into 400 for a 2026-07-28 request, whose
+/// clients read a JSON-RPC error at any status. Older revisions keep 200: their clients treat
+/// a 4xx answer to a request as a broken transport (the Python SDK 1.x drops the session)
+/// instead of reading the -32602 in it.
+#[derive(Clone, Debug, Default)]
+struct InvalidParams(Arc<AtomicBool>);
+
+impl InvalidParams {
+    fn raise(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn raised(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
 
 struct Gate {
     app: AppState,
@@ -118,6 +138,7 @@ async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Respo
     if let Some(resp) = unsupported_version(&parts.headers, &envelope) {
         return resp;
     }
+    let modern = envelope.modern;
     let principal = {
         let state = gate.app.control.state();
         let admitted = authenticate(&state, &parts.headers)
@@ -132,9 +153,15 @@ async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Respo
             }
         }
     };
+    let invalid_params = InvalidParams::default();
     let mut req = Request::from_parts(parts, body);
     req.extensions_mut().insert(Identity(principal));
-    next.run(req).await
+    req.extensions_mut().insert(invalid_params.clone());
+    let mut resp = next.run(req).await;
+    if modern && invalid_params.raised() {
+        *resp.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    resp
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -157,6 +184,11 @@ fn unsupported_version(headers: &HeaderMap, env: &rpc::Envelope) -> Option<Respo
     let header = headers
         .get("mcp-protocol-version")
         .map(|v| v.to_str().unwrap_or(""));
+    // A header that disagrees with `_meta` is first of all a header mismatch (-32020, which
+    // rmcp answers), whether or not either revision is one reeve speaks.
+    if env.meta_version.is_some() && header != env.meta_version.as_deref() {
+        return None;
+    }
     let requested = [header, env.meta_version.as_deref()]
         .into_iter()
         .flatten()

@@ -218,8 +218,12 @@ pub(super) fn check(body: &[u8]) -> Result<Envelope, RpcError> {
         .map(str::to_string);
     let modern = meta_version.is_some() || method.as_deref() == Some("server/discover");
 
+    // A revision negotiated per request has no `initialize`: rmcp answers it there as a method
+    // it does not know (404, -32601), whatever its params.
+    let served = |method: &str| !(method == "initialize" && meta_version.is_some());
     let unfit = |method: &str| {
-        SERVED.iter().find(|(m, _)| *m == method).map(|(_, fits)| {
+        let spec = SERVED.iter().find(|(m, _)| *m == method && served(m));
+        spec.map(|(_, fits)| {
             let why = fits(params.as_ref().unwrap_or(&Value::Null))
                 .unwrap_or_else(|| "they do not fit the method".into());
             RpcError::new(
@@ -310,6 +314,20 @@ mod tests {
         assert_eq!(e.members()["id"], json!("x7"));
         let e = check(b"[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]").unwrap_err();
         assert_eq!(e.members()["id"], Value::Null);
+    }
+
+    #[test]
+    fn initialize_with_a_per_request_revision_is_left_to_rmcp() {
+        assert_eq!(
+            code_of(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#),
+            Some(INVALID_PARAMS)
+        );
+        assert_eq!(
+            code_of(
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#
+            ),
+            None
+        );
     }
 
     #[test]

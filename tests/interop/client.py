@@ -15,6 +15,7 @@ import urllib.request
 import httpx
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import McpError
 
 URL = os.environ["REEVE_URL"]
 PROJECT = os.environ["REEVE_PROJECT"]
@@ -109,6 +110,17 @@ async def agent(session):
     check(bad.isError, "a zero interval is a tool error")
     check("pause_watch" in bad.content[0].text, f"the error says what to do: {bad.content}")
 
+    # Arguments the schema rejects are a JSON-RPC error the SDK raises, and the session
+    # goes on (reeve answers this revision's clients with HTTP 200: this SDK drops the
+    # connection on a 4xx answer to a request).
+    try:
+        await session.call_tool("create_watch", {"project": PROJECT, "watch_interval": "sixty"})
+        check(False, "arguments that do not fit are refused")
+    except McpError as e:
+        check(e.error.code == -32602, f"they are invalid params: {e.error}")
+        check("inputSchema" in e.error.message, f"the message says where to look: {e.error}")
+    calls.append("create_watch")
+
     first = await call("cancel_watch", {"to_uri": TO_URI, "project": PROJECT})
     check(not first.isError and first.structuredContent["cancelled"], f"cancelled: {first}")
     second = await call("cancel_watch", {"to_uri": TO_URI, "project": PROJECT})
@@ -158,13 +170,21 @@ def main():
         [tool for (_, tool, _, _) in trail] == calls,
         f"the audit has every call, in order: {trail} vs {calls}",
     )
-    kinds = {tool: kind for (kind, tool, _, _) in trail}
-    check(kinds["list_watches"] == "mcp_call", "reads are recorded as mcp_call")
-    check(kinds["create_watch"] == "mcp_write", "writes are recorded as mcp_write")
+    kinds = {(tool, outcome, code): kind for (kind, tool, outcome, code) in trail}
+    check(kinds[("list_watches", "accepted", None)] == "mcp_call", "reads are recorded as mcp_call")
+    check(kinds[("create_watch", "accepted", None)] == "mcp_write", "writes are recorded as mcp_write")
+    check(
+        kinds[("create_watch", "rejected", "invalid_arguments")] == "mcp_call",
+        "a write whose arguments do not fit is recorded as mcp_call: it made no command",
+    )
     refused = [t for t in trail if t[2] == "rejected"]
     check(
         [(t[1], t[3]) for t in refused]
-        == [("create_watch", "invalid_interval"), ("cancel_watch", "watch_not_found")],
+        == [
+            ("create_watch", "invalid_interval"),
+            ("create_watch", "invalid_arguments"),
+            ("cancel_watch", "watch_not_found"),
+        ],
         f"the refusals are recorded with their codes: {refused}",
     )
     print(json.dumps({"calls": calls, "audited": len(trail)}))

@@ -16,6 +16,7 @@ import urllib.request
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 URL = os.environ["REEVE_URL"]
 PROJECT = os.environ["REEVE_PROJECT"]
@@ -113,6 +114,16 @@ def agent(to_uri, restart):
         check(bad.is_error, "a zero interval is a tool error")
         check("pause_watch" in bad.content[0].text, f"the error says what to do: {bad.content}")
 
+        # Arguments the schema rejects: HTTP 400 with a JSON-RPC error on this revision, which
+        # the SDK raises with its code; the client goes on.
+        try:
+            await client.call_tool("create_watch", {"project": PROJECT, "watch_interval": "sixty"})
+            check(False, "arguments that do not fit are refused")
+        except MCPError as e:
+            check(e.code == -32602, f"they are invalid params: {e.error}")
+            check("inputSchema" in e.message, f"the message says where to look: {e.error}")
+        calls.append("create_watch")
+
         first = await call("cancel_watch", {"to_uri": to_uri, "project": PROJECT})
         check(not first.is_error and first.structured_content["cancelled"], f"cancelled: {first}")
         second = await call("cancel_watch", {"to_uri": to_uri, "project": PROJECT})
@@ -168,11 +179,19 @@ def main():
         [tool for (_, tool, _, _) in trail] == calls,
         f"the audit has every call, in order: {trail} vs {calls}",
     )
-    kinds = {tool: kind for (kind, tool, _, _) in trail}
-    check(kinds["list_watches"] == "mcp_call", "reads are recorded as mcp_call")
-    check(kinds["create_watch"] == "mcp_write", "writes are recorded as mcp_write")
+    kinds = {(tool, outcome, code): kind for (kind, tool, outcome, code) in trail}
+    check(kinds[("list_watches", "accepted", None)] == "mcp_call", "reads are recorded as mcp_call")
+    check(kinds[("create_watch", "accepted", None)] == "mcp_write", "writes are recorded as mcp_write")
+    check(
+        kinds[("create_watch", "rejected", "invalid_arguments")] == "mcp_call",
+        "a write whose arguments do not fit is recorded as mcp_call: it made no command",
+    )
     refused = [(t[1], t[3]) for t in trail if t[2] == "rejected"]
-    once = [("create_watch", "invalid_interval"), ("cancel_watch", "watch_not_found")]
+    once = [
+        ("create_watch", "invalid_interval"),
+        ("create_watch", "invalid_arguments"),
+        ("cancel_watch", "watch_not_found"),
+    ]
     check(refused == once + once, f"the refusals are recorded with their codes: {refused}")
     print(json.dumps({"calls": calls, "audited": len(trail)}))
 
