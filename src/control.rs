@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -76,9 +76,32 @@ pub enum ControlError {
         "a build this command names left memory and could not be read back ({0}); the command was not recorded"
     )]
     History(String),
+    #[error(
+        "this node does not lead the cluster; the command was not recorded, send it to the leader"
+    )]
+    NotLeader,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+/// Cluster mode: the log is a JetStream stream in front of this node's store. A group is
+/// appended there first (only while this node leads) and written to the local store only once
+/// the cluster has it, so the local store never runs ahead of the cluster's log; commits other
+/// nodes appended arrive by following the stream.
+pub struct ClusterLink {
+    pub log: crate::log::jetstream::StreamLog,
+    /// The runtime the stream's client runs on; the writer thread blocks on it.
+    pub runtime: tokio::runtime::Handle,
+    /// Whether this node leads: decides and appends. The election sets it; a failed append
+    /// clears it.
+    pub leading: Arc<AtomicBool>,
+}
+
+impl ClusterLink {
+    pub fn leads(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone, Default)]
 pub struct Options {
     pub sync: SyncMode,
     pub rules: Rules,
@@ -93,6 +116,8 @@ pub struct Options {
     /// server flag: every open of one data dir must use the same value (it decides the
     /// digest), and only tests choose another, to send builds to the store quickly.
     pub hot_window: usize,
+    /// Cluster mode's log (see [`ClusterLink`]); `None` runs on the local store alone.
+    pub cluster: Option<Arc<ClusterLink>>,
 }
 
 const DEFAULT_SNAPSHOT_COMMITS: u64 = 50_000;
@@ -102,6 +127,8 @@ const SNAPSHOTS_KEPT: usize = 2;
 
 enum Msg {
     Submit(Box<Submission>, ReplyTo),
+    /// Commits read from the cluster's log, in order, with their records.
+    Replicate(Vec<(Commit, Vec<u8>)>),
     /// Nothing to do but close windows of coalesced refusals that have run out, and forget
     /// renewals of jobs that are no longer running.
     Tick,
@@ -138,6 +165,7 @@ pub struct Control {
     dir: PathBuf,
     /// Submissions waiting for their answer.
     in_flight: AtomicUsize,
+    cluster: Option<Arc<ClusterLink>>,
 }
 
 /// Counts a submission in flight until it is dropped (answered, or its caller went away).
@@ -512,6 +540,7 @@ impl Control {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (changed, changes) = watch::channel(state.head_seq);
         let writer = Writer {
+            cluster: options.cluster.clone(),
             windows: HashMap::new(),
             changed,
             store: store.clone(),
@@ -581,7 +610,27 @@ impl Control {
             })),
             dir: dir.to_path_buf(),
             in_flight: AtomicUsize::new(0),
+            cluster: options.cluster,
         })
+    }
+
+    /// Whether this node may decide commands: always on its own, while it leads in a cluster.
+    pub fn leads(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.leads())
+    }
+
+    /// Cluster mode's log, if this node runs in a cluster.
+    pub fn cluster(&self) -> Option<&Arc<ClusterLink>> {
+        self.cluster.as_ref()
+    }
+
+    /// Hands commits read from the cluster's log to the writer, which writes and applies those
+    /// this node does not have yet. Waits while the writer's queue is full.
+    pub async fn replicate(&self, commits: Vec<(Commit, Vec<u8>)>) -> Result<(), ControlError> {
+        self.tx
+            .send(Msg::Replicate(commits))
+            .await
+            .map_err(|_| ControlError::Closed)
     }
 
     /// Decides, records and applies one command; answers once its commit is as durable as the
@@ -601,6 +650,9 @@ impl Control {
             // The doors refuse such keys before they get here; one that slips through is
             // dropped rather than stored.
             submission.idempotency_key = None;
+        }
+        if !self.leads() {
+            return Err(ControlError::NotLeader);
         }
         let (tx, mut rx) = oneshot::channel();
         let alone = self.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
@@ -711,6 +763,7 @@ impl Drop for Control {
 }
 
 struct Writer {
+    cluster: Option<Arc<ClusterLink>>,
     windows: HashMap<(Principal, String), Window>,
     changed: watch::Sender<u64>,
     store: Arc<Store>,
@@ -789,11 +842,29 @@ impl Writer {
                         .is_some_and(|j| j.state == domain::JobState::Running)
                 });
             }
-            self.close_windows(now_ms(), closing, &mut pending);
+            let leads = self.leads();
+            if leads {
+                self.close_windows(now_ms(), closing, &mut pending);
+            } else {
+                // Another node logs refusals now; what this one counted is dropped with its
+                // leadership.
+                self.windows.clear();
+            }
+            let mut replicated = Vec::new();
             for msg in batch {
-                if let Msg::Submit(s, reply_to) = msg {
-                    pending.push((self.process(*s), reply_to));
+                match msg {
+                    Msg::Submit(s, reply_to) if leads => pending.push((self.process(*s), reply_to)),
+                    Msg::Submit(_, reply_to) => {
+                        pending.push(((Answer::Failed(ControlError::NotLeader), None), reply_to))
+                    }
+                    Msg::Replicate(commits) => replicated.extend(commits),
+                    Msg::Tick | Msg::Close => {}
                 }
+            }
+            // What the cluster's log already holds goes first: this node's own decisions
+            // follow it.
+            if !replicated.is_empty() {
+                self.replicate(replicated);
             }
             self.commit_group(pending);
         }
@@ -1008,6 +1079,76 @@ impl Writer {
         }
     }
 
+    fn leads(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.leads())
+    }
+
+    /// In cluster mode, appends the group to the cluster's log first. Any failure ends this
+    /// node's leadership: either another node appended first, or whether the group landed is
+    /// unknown until the stream is read again; either way this node must follow before it may
+    /// decide again.
+    fn append_to_cluster(&self, records: &[(u64, Vec<u8>)]) -> Result<(), LogError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        if !cluster.leads() {
+            return Err(LogError::Failed(
+                "this node stopped leading the cluster before the group was appended".into(),
+            ));
+        }
+        match cluster.runtime.block_on(cluster.log.append(records)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                cluster.leading.store(false, Ordering::Release);
+                tracing::warn!(error = %e, "append to the cluster's log failed; this node steps down");
+                Err(LogError::Failed(e.to_string()))
+            }
+        }
+    }
+
+    /// Writes and applies commits read from the cluster's log that this node does not have
+    /// yet. A commit that does not follow this node's head is damage or a fork: it is reported
+    /// and nothing after it is applied.
+    fn replicate(&mut self, commits: Vec<(Commit, Vec<u8>)>) {
+        let mut records = Vec::new();
+        let mut entries = Vec::new();
+        let mut cold = Vec::new();
+        for (c, record) in commits {
+            if c.seq <= self.working.head_seq {
+                continue;
+            }
+            if c.seq != self.working.head_seq + 1 || c.prev_hash != self.working.head_hash {
+                tracing::error!(
+                    seq = c.seq,
+                    head = self.working.head_seq,
+                    "a commit from the cluster's log does not follow this node's log; it is not applied"
+                );
+                break;
+            }
+            let mut ops = Vec::new();
+            entries.push(self.working.apply_with(&c, &mut ops));
+            cold.extend(ops.into_iter().map(|op| (c.seq, op)));
+            records.push((c.seq, record));
+        }
+        if records.is_empty() {
+            return;
+        }
+        match self.store.append(records, entries, cold) {
+            Ok(()) => {
+                self.last_at = self.last_at.max(self.working.head_at);
+                let published = self.working.clone();
+                let head = published.head_seq;
+                let old = std::mem::replace(&mut *self.shared.write(), published);
+                drop(old);
+                self.changed.send_replace(head);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "commits from the cluster's log could not be written here");
+                self.working = self.shared.read().clone();
+            }
+        }
+    }
+
     /// Keeps an accepted heartbeat's renewal in memory and answers it. No renewal means the job
     /// is no longer running (it was aborted): the runner is told to stop.
     fn renew(&mut self, job: Uuid, events: &[Event]) -> Reply {
@@ -1056,7 +1197,8 @@ impl Writer {
         let written = if records.is_empty() {
             Ok(())
         } else {
-            self.store.append(records, entries, cold)
+            self.append_to_cluster(&records)
+                .and_then(|()| self.store.append(records, entries, cold))
         };
         match written {
             Ok(()) => {

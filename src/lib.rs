@@ -64,6 +64,7 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod control;
 pub mod domain;
 pub mod limits;

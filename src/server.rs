@@ -53,6 +53,9 @@ pub struct ServerConfig {
     /// How often the job log retention pass runs (a day; tests shorten it). The first pass
     /// comes [`FIRST_PRUNE_AFTER`] after start, or sooner when this is shorter.
     pub job_log_prune_every: Duration,
+    /// Cluster mode: the NATS servers, this node's name and the address other nodes reach it
+    /// at (an empty name or address: this node's HTTP address). `None` runs alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// The `--job-log-retention-days` default.
@@ -100,6 +103,7 @@ impl ServerConfig {
                 DEFAULT_JOB_LOG_RETENTION_DAYS * 24 * 60 * 60,
             )),
             job_log_prune_every: JOB_LOG_PRUNE_EVERY,
+            cluster: None,
         }
     }
 }
@@ -122,6 +126,8 @@ pub enum ServerError {
     },
     #[error("could not create the admin token: {0}")]
     Bootstrap(String),
+    #[error("cluster mode: {0}")]
+    Cluster(String),
 }
 
 pub struct Server;
@@ -137,12 +143,45 @@ pub struct RunningServer {
     scheduler: JoinHandle<()>,
     log_retention: JoinHandle<()>,
     runners: Option<JoinHandle<Result<(), crate::runner::RunnerError>>>,
+    cluster: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
+    pub async fn start(mut cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         let dir = cfg.data_dir.clone();
+        // Bound first: in a cluster, the other nodes are told this address.
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let node = match cfg.cluster.as_mut() {
+            Some(cc) => {
+                if cfg.admin_token.is_none() {
+                    return Err(ServerError::Cluster(
+                        "every node needs the same REEVE_ADMIN_TOKEN, since no node can write a token file the others read".into(),
+                    ));
+                }
+                if cc.advertise.is_empty() {
+                    cc.advertise = addr.to_string();
+                }
+                if cc.node_name.is_empty() {
+                    cc.node_name = cc.advertise.clone();
+                }
+                let (node, link) = crate::cluster::Node::connect(cc.clone())
+                    .await
+                    .map_err(|e| ServerError::Cluster(e.to_string()))?;
+                Some((Arc::new(node), link))
+            }
+            None => None,
+        };
         let options = Options {
+            cluster: node.as_ref().map(|(_, link)| link.clone()),
             sync: cfg.sync,
             wal_segment_bytes: cfg.wal_segment_bytes,
             snapshot_commits: cfg.snapshot_commits,
@@ -160,29 +199,56 @@ impl Server {
             .await
             .map_err(|e| ServerError::Bootstrap(e.to_string()))??;
         let control = Arc::new(control);
-        let (admin_token, admin_token_path) =
-            bootstrap_admin(&control, &cfg.data_dir, cfg.admin_token.as_deref()).await?;
-
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
+        let node = node.map(|(node, _)| node);
         let (stop, mut stopped) = watch::channel(false);
+        let (admin_token, admin_token_path, cluster) = match &node {
+            None => {
+                let (token, path) =
+                    bootstrap_admin(&control, &cfg.data_dir, cfg.admin_token.as_deref()).await?;
+                (token, path, None)
+            }
+            Some(node) => {
+                node.catch_up(&control)
+                    .await
+                    .map_err(|e| ServerError::Cluster(e.to_string()))?;
+                let run = tokio::spawn(node.clone().run(control.clone(), stop.subscribe()));
+                tokio::spawn(admin_when_leading(
+                    control.clone(),
+                    cfg.data_dir.clone(),
+                    cfg.admin_token.clone(),
+                    stop.subscribe(),
+                ));
+                (None, None, Some(run))
+            }
+        };
         let state = AppState {
             control: control.clone(),
             limits: Arc::new(RateLimits::new(cfg.limits())),
             shutdown: stop.subscribe(),
         };
         // The one place the doors are put together.
+        let cluster_route = axum::Router::new()
+            .route(
+                "/api/v1/cluster",
+                axum::routing::get(crate::cluster::status),
+            )
+            .layer(axum::Extension(node.clone()))
+            .with_state(state.clone());
         let app = api::layers(
-            api::router(state.clone()).merge(crate::mcp::router(state, cfg.mcp.clone())),
+            api::router(state.clone())
+                .merge(crate::mcp::router(state, cfg.mcp.clone()))
+                .merge(cluster_route),
         );
+        let app = match &node {
+            Some(node) => app.layer(axum::middleware::from_fn_with_state(
+                crate::cluster::Gate {
+                    node: node.clone(),
+                    control: control.clone(),
+                },
+                crate::cluster::gate,
+            )),
+            None => app,
+        };
         let serving = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -191,7 +257,12 @@ impl Server {
                 .await
         });
         let timers = tokio::spawn(timers(control.clone(), stop.subscribe()));
-        let runners = if cfg.runners > 0 {
+        if node.is_some() && cfg.runners > 0 {
+            tracing::info!(
+                "cluster mode runs no runners inside the server: start `reeve runner` against any node"
+            );
+        }
+        let runners = if cfg.runners > 0 && node.is_none() {
             let token = embedded_runner_token(&control, &cfg.data_dir).await?;
             let local = SocketAddr::new(
                 if addr.ip().is_unspecified() {
@@ -239,7 +310,30 @@ impl Server {
             scheduler,
             log_retention,
             runners,
+            cluster,
         })
+    }
+}
+
+/// Cluster mode: the admin token (`REEVE_ADMIN_TOKEN`, the same on every node) is registered
+/// by whichever node leads first; the others find it in the log.
+async fn admin_when_leading(
+    control: Arc<Control>,
+    data_dir: PathBuf,
+    secret: Option<String>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if control.leads() {
+            match bootstrap_admin(&control, &data_dir, secret.as_deref()).await {
+                Ok(_) => return,
+                Err(e) => tracing::warn!(error = %e, "could not register the admin token yet"),
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
     }
 }
 
@@ -272,6 +366,9 @@ impl RunningServer {
         if let Some(runners) = self.runners {
             let _ = runners.await;
         }
+        if let Some(cluster) = self.cluster {
+            let _ = cluster.await;
+        }
         match self.serving.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server stopped with an error"),
@@ -297,7 +394,8 @@ async fn timers(control: Arc<Control>, mut stop: watch::Receiver<bool>) {
         if ticks.is_multiple_of(20) {
             control.tick();
         }
-        if !control.leases_due(api::now_ms()) {
+        // In a cluster, leases are granted and expired by the leader alone.
+        if !control.leads() || !control.leases_due(api::now_ms()) {
             continue;
         }
         let submitted = control
@@ -320,6 +418,13 @@ async fn scheduler(control: Arc<Control>, mut stop: watch::Receiver<bool>, failu
     // the commit it made would loop.
     let mut refused: std::collections::HashSet<(Uuid, &'static str, u64)> = Default::default();
     loop {
+        // In a cluster, only the leader fires watches; the others wait to lead.
+        if !control.leads() {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+            }
+        }
         let now = api::now_ms();
         let (work, next) = {
             let state = control.state();
@@ -429,7 +534,7 @@ async fn prune_pass(
     stop: &watch::Receiver<bool>,
 ) -> bool {
     loop {
-        if *stop.borrow() {
+        if *stop.borrow() || !control.leads() {
             return true;
         }
         let before = api::now_ms().saturating_sub(retention);

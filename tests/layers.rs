@@ -22,16 +22,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "mcp",
         &["api", "auth", "control", "domain", "limits", "log"],
     ),
+    ("cluster", &["api", "control", "domain", "log"]),
     (
         "server",
         &[
-            "api", "auth", "control", "domain", "limits", "log", "mcp", "runner",
+            "api", "auth", "cluster", "control", "domain", "limits", "log", "mcp", "runner",
         ],
     ),
     (
         "cli",
         &[
-            "api", "auth", "control", "domain", "limits", "log", "mcp", "runner", "server",
+            "api", "auth", "cluster", "control", "domain", "limits", "log", "mcp", "runner",
+            "server",
         ],
     ),
 ];

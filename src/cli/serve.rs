@@ -81,6 +81,21 @@ pub struct ServeArgs {
         default_value_t = crate::server::DEFAULT_JOB_LOG_RETENTION_DAYS,
         value_parser = retention_days)]
     job_log_retention_days: u64,
+    /// Run as one node of a cluster whose log is a NATS JetStream stream on these servers
+    /// (comma-separated `nats://host:port`). Every node needs the same REEVE_ADMIN_TOKEN.
+    #[arg(
+        long,
+        env = "REEVE_CLUSTER",
+        value_name = "URLS",
+        value_delimiter = ','
+    )]
+    cluster: Vec<String>,
+    /// This node's name in the cluster (default: the address other nodes reach it at).
+    #[arg(long, env = "REEVE_NODE_NAME", requires = "cluster")]
+    node_name: Option<String>,
+    /// The `host:port` other nodes forward writes to (default: the listen address).
+    #[arg(long, env = "REEVE_ADVERTISE", requires = "cluster")]
+    advertise: Option<String>,
 }
 
 /// The most `--job-log-retention-days` accepts: a hundred years.
@@ -154,6 +169,16 @@ async fn serve(args: ServeArgs) -> ExitCode {
         job_log_retention: (args.job_log_retention_days > 0)
             .then(|| Duration::from_secs(args.job_log_retention_days * 24 * 60 * 60)),
         job_log_prune_every: crate::server::JOB_LOG_PRUNE_EVERY,
+        cluster: (!args.cluster.is_empty()).then(|| crate::cluster::ClusterConfig {
+            servers: args
+                .cluster
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            node_name: args.node_name.unwrap_or_default(),
+            advertise: args.advertise.unwrap_or_default(),
+        }),
     };
     let server = match Server::start(cfg).await {
         Ok(s) => s,

@@ -197,21 +197,41 @@ impl StreamLog {
     /// one the stream held when the read began. Each is decoded and checked against the
     /// chain: a gap, a seq out of place or a broken link is an error, never skipped.
     pub async fn read_from(&self, from: u64, prev: Hash) -> Result<Vec<Commit>, LogError> {
+        Ok(self
+            .read_records(from, prev)
+            .await?
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect())
+    }
+
+    /// [`StreamLog::read_from`], each commit with its record as stored.
+    pub async fn read_records(
+        &self,
+        from: u64,
+        prev: Hash,
+    ) -> Result<Vec<(Commit, Vec<u8>)>, LogError> {
         let last = self.status().await?.last_seq;
         let mut out = Vec::new();
         if from > last {
             return Ok(out);
         }
-        let mut follow = self.follow(from, prev).await?;
+        let follow = self.follow_records(from, prev).await?;
+        let mut follow = std::pin::pin!(follow);
         while let Some(c) = follow.next().await {
             let c = c?;
-            let done = c.seq >= last;
+            let done = c.0.seq >= last;
             out.push(c);
             if done {
                 break;
             }
         }
         Ok(out)
+    }
+
+    /// The client the stream is read and written through.
+    pub fn client(&self) -> async_nats::Client {
+        self.client.clone()
     }
 
     /// Every commit from `from` on, as it arrives, checked against the chain from `prev` (the
@@ -221,6 +241,21 @@ impl StreamLog {
         from: u64,
         prev: Hash,
     ) -> Result<impl futures_util::Stream<Item = Result<Commit, LogError>> + use<>, LogError> {
+        Ok(self
+            .follow_records(from, prev)
+            .await?
+            .map(|r| r.map(|(c, _)| c)))
+    }
+
+    /// [`StreamLog::follow`], each commit with its record as stored.
+    pub async fn follow_records(
+        &self,
+        from: u64,
+        prev: Hash,
+    ) -> Result<
+        impl futures_util::Stream<Item = Result<(Commit, Vec<u8>), LogError>> + use<>,
+        LogError,
+    > {
         let failed = |e: String| LogError::Failed(format!("stream {}: {e}", self.stream));
         let stream = self
             .js
@@ -257,7 +292,7 @@ impl StreamLog {
                 });
             }
             expect = (c.seq + 1, c.hash);
-            Ok(c)
+            Ok((c, m.payload.to_vec()))
         }))
     }
 

@@ -1,3 +1,6 @@
+// Shared by several test binaries, each of which uses a part.
+#![allow(dead_code)]
+
 //! A real NATS JetStream cluster on loopback for the cluster tests: three `nats-server`
 //! processes with their own store dirs, stopped (killed) when the value is dropped.
 //! `scripts/test` installs `nats-server` from Debian when it is missing.

@@ -1,0 +1,345 @@
+//! reeve as a cluster: three nodes on a real three-server NATS JetStream cluster, each a real
+//! `reeve serve` process. Writes go to any node; the leader is killed (`kill -9`) or paused
+//! (SIGSTOP) under load; every acknowledged command must be in the log, the chain must
+//! verify, and every live node must reach the same state.
+
+#[path = "support/nats.rs"]
+mod nats;
+#[path = "support/reeve_node.rs"]
+mod node;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use reeve::log::GENESIS;
+use reeve::log::jetstream::StreamLog;
+use serde_json::{Value, json};
+
+use node::{ADMIN, ReeveNode};
+
+struct Cluster {
+    nats: nats::NatsCluster,
+    nodes: Vec<ReeveNode>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let nats = nats::NatsCluster::start(3);
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let nodes = (1..=3)
+            .map(|i| {
+                ReeveNode::start(
+                    &format!("r{i}"),
+                    dir.path().join(format!("r{i}")),
+                    &nats.urls(),
+                )
+            })
+            .collect();
+        Cluster {
+            nats,
+            nodes,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("a client"),
+            _dir: dir,
+        }
+    }
+
+    async fn get(&self, i: usize, path: &str) -> Option<(u16, Value)> {
+        let r = self
+            .http
+            .get(self.nodes[i].url(path))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// The index of the node every asked node names as leader, once they agree.
+    async fn leader(&self, among: &[usize]) -> Option<usize> {
+        let mut named = None;
+        for &i in among {
+            let (_, v) = self.get(i, "/cluster").await?;
+            let name = v["leader"]["name"].as_str()?.to_string();
+            if named.as_ref().is_some_and(|n| *n != name) {
+                return None;
+            }
+            named = Some(name);
+        }
+        let name = named?;
+        let i = self.nodes.iter().position(|n| n.name == name)?;
+        among.contains(&i).then_some(i)
+    }
+
+    async fn wait_leader(&self, among: &[usize], limit: Duration) -> Option<(usize, Duration)> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(i) = self.leader(among).await {
+                return Some((i, start.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    async fn head(&self, i: usize) -> Option<u64> {
+        let (_, v) = self.get(i, "/state/digest").await?;
+        v["seq"].as_u64()
+    }
+
+    /// Waits until the nodes agree on the head and the digest; returns them.
+    async fn settled(&self, among: &[usize]) -> (u64, String) {
+        let start = Instant::now();
+        loop {
+            let mut seen = Vec::new();
+            for &i in among {
+                if let Some((200, v)) = self.get(i, "/state/digest").await {
+                    seen.push((
+                        v["seq"].as_u64().unwrap_or(0),
+                        v["digest"].as_str().unwrap_or("").to_string(),
+                    ));
+                }
+            }
+            if seen.len() == among.len() && seen.windows(2).all(|w| w[0] == w[1]) {
+                return seen.remove(0);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the nodes did not settle on one state: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Acknowledged watches: (id, to_uri).
+type Acked = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Creates watches on the given nodes in turn until `stop`, each with its own
+/// Idempotency-Key, retrying a 503 (or a lost connection) with the same key until it is
+/// acknowledged: so every watch it records was acknowledged once.
+async fn load(
+    http: reqwest::Client,
+    addrs: Arc<Mutex<Vec<String>>>,
+    acked: Acked,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    worker: usize,
+) {
+    let mut n = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let to_uri = format!("viking://res/w{worker}-{n}");
+        let key = format!("k-{worker}-{n}");
+        let body = json!({
+            "project": "p", "source": "https://example.com/src", "to_uri": to_uri,
+            "watch_interval": 60.0,
+        });
+        for attempt in 0.. {
+            let addr = {
+                let a = addrs.lock();
+                a[(n as usize + attempt) % a.len()].clone()
+            };
+            let sent = http
+                .post(format!("http://{addr}/api/v1/watches"))
+                .bearer_auth(ADMIN)
+                .header("Idempotency-Key", &key)
+                .json(&body)
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().as_u16() == 201 => {
+                    let v: Value = r.json().await.expect("a watch");
+                    let id = v["id"].as_str().expect("an id").to_string();
+                    acked.lock().push((id, to_uri.clone()));
+                    break;
+                }
+                Ok(r) if r.status().as_u16() == 503 => {}
+                Ok(r) => panic!(
+                    "unexpected answer {}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ),
+                Err(_) => {}
+            }
+            if stop.load(std::sync::atomic::Ordering::Relaxed) && attempt > 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn acked_count(acked: &Acked, at_least: usize, limit: Duration) {
+    let start = Instant::now();
+    while acked.lock().len() < at_least {
+        assert!(
+            start.elapsed() < limit,
+            "only {} commands were acknowledged in {limit:?}",
+            acked.lock().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every acknowledged watch is on every given node, the stream's chain verifies from genesis
+/// to the nodes' common head, and no seq is there twice.
+async fn check_log(c: &Cluster, among: &[usize], acked: &Acked) {
+    let (head, _) = c.settled(among).await;
+    let log = StreamLog::open(&c.nats.urls(), reeve::cluster::STREAM)
+        .await
+        .expect("the stream opens");
+    let commits = log.read_from(1, GENESIS).await.expect("the chain verifies");
+    assert_eq!(commits.len() as u64, head, "one commit per seq, none twice");
+    let acked = acked.lock().clone();
+    for &i in among {
+        for (id, to_uri) in &acked {
+            let (status, v) = c
+                .get(i, &format!("/watches/{id}"))
+                .await
+                .expect("the node answers");
+            assert_eq!(
+                (status, v["to_uri"].as_str()),
+                (200, Some(to_uri.as_str())),
+                "node {} lost acknowledged watch {id}",
+                c.nodes[i].name
+            );
+        }
+    }
+}
+
+async fn start_load(
+    c: &Cluster,
+    on: &[usize],
+) -> (
+    Acked,
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<Mutex<Vec<String>>>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addrs = Arc::new(Mutex::new(
+        on.iter()
+            .map(|&i| c.nodes[i].addr.clone())
+            .collect::<Vec<_>>(),
+    ));
+    let workers = (0..4)
+        .map(|w| {
+            tokio::spawn(load(
+                c.http.clone(),
+                addrs.clone(),
+                acked.clone(),
+                stop.clone(),
+                w,
+            ))
+        })
+        .collect();
+    (acked, stop, addrs, workers)
+}
+
+async fn create_project(c: &Cluster, on: usize) {
+    let r = c
+        .http
+        .post(c.nodes[on].url("/projects"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"id": "p"}))
+        .send()
+        .await
+        .expect("the node answers");
+    let status = r.status().as_u16();
+    let seq = r.headers().get("reeve-head").cloned();
+    assert_eq!(status, 201, "{}", r.text().await.unwrap_or_default());
+    assert!(
+        seq.is_some(),
+        "an answer says how far its node's log reaches"
+    );
+    // Read your own write on the node you asked, leader or not.
+    let (status, _) = c.get(on, "/projects/p").await.expect("answers");
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_leader_is_replaced_and_no_acknowledged_command_is_lost() {
+    let mut c = Cluster::start();
+    let all = [0, 1, 2];
+    let (leader, _) = c
+        .wait_leader(&all, Duration::from_secs(30))
+        .await
+        .expect("a leader is elected");
+    let follower = (leader + 1) % 3;
+    create_project(&c, follower).await;
+
+    let (acked, stop, addrs, workers) = start_load(&c, &all).await;
+    acked_count(&acked, 40, Duration::from_secs(60)).await;
+
+    // kill -9 the leader; the load goes on against the others.
+    addrs.lock().retain(|a| *a != c.nodes[leader].addr);
+    c.nodes[leader].kill();
+    let live: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+    let (new_leader, took) = c
+        .wait_leader(&live, Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("no node took over:\n{}", c.nodes[live[0]].log()));
+    assert_ne!(new_leader, leader);
+    eprintln!("failover took {took:?}");
+    let before = acked.lock().len();
+    acked_count(&acked, before + 40, Duration::from_secs(60)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("a load worker");
+    }
+    check_log(&c, &live, &acked).await;
+
+    // The killed node comes back, catches up from the stream, and agrees.
+    c.nodes[leader].restart();
+    check_log(&c, &all, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_leader_cannot_append_and_follows_when_it_wakes() {
+    let c = Cluster::start();
+    let all = [0, 1, 2];
+    let (leader, _) = c
+        .wait_leader(&all, Duration::from_secs(30))
+        .await
+        .expect("a leader is elected");
+    create_project(&c, leader).await;
+    let live: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+    let (acked, stop, _addrs, workers) = start_load(&c, &live).await;
+    acked_count(&acked, 20, Duration::from_secs(60)).await;
+
+    // SIGSTOP the leader past its lease: another node takes over while it sleeps.
+    c.nodes[leader].signal(libc::SIGSTOP);
+    let (new_leader, _) = c
+        .wait_leader(&live, Duration::from_secs(15))
+        .await
+        .expect("another node leads");
+    assert_ne!(new_leader, leader);
+    let before = acked.lock().len();
+    acked_count(&acked, before + 30, Duration::from_secs(60)).await;
+
+    // It wakes up believing it leads; whatever it had in hand cannot be appended, and it
+    // ends up following the new leader.
+    c.nodes[leader].signal(libc::SIGCONT);
+    let before = acked.lock().len();
+    acked_count(&acked, before + 20, Duration::from_secs(60)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("a load worker");
+    }
+    assert_eq!(
+        c.wait_leader(&all, Duration::from_secs(15))
+            .await
+            .map(|(i, _)| i),
+        Some(new_leader),
+        "the woken node follows"
+    );
+    check_log(&c, &all, &acked).await;
+    assert!(c.head(leader).await.is_some());
+}
