@@ -34,6 +34,8 @@ use crate::log::jetstream::StreamLog;
 
 /// The stream that holds the log.
 pub const STREAM: &str = "REEVE_LOG";
+/// The stream that holds job output.
+pub const OUTPUT_STREAM: &str = "REEVE_OUTPUT";
 /// The bucket with the leader's key, and the one where nodes say who they are.
 const LEADER_BUCKET: &str = "REEVE_LEADER";
 const NODES_BUCKET: &str = "REEVE_NODES";
@@ -137,7 +139,10 @@ impl Node {
         let js = jetstream::new(log.client());
         let leader_kv = bucket(&js, LEADER_BUCKET, LEASE, replicas).await?;
         let nodes_kv = bucket(&js, NODES_BUCKET, LEASE * 3, replicas).await?;
+        let output =
+            crate::log::jetstream::JobLogStream::open(&log, OUTPUT_STREAM, replicas).await?;
         let link = Arc::new(ClusterLink {
+            output,
             log,
             runtime: tokio::runtime::Handle::current(),
             leading: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -207,9 +212,11 @@ impl Node {
     /// Follows the stream, the election and the node registry until `stop`.
     pub async fn run(self: Arc<Self>, control: Arc<Control>, stop: watch::Receiver<bool>) {
         let follow = tokio::spawn(self.clone().follow(control.clone(), stop.clone()));
+        let output = tokio::spawn(self.clone().follow_output(control.clone(), stop.clone()));
         let elect = tokio::spawn(self.clone().elect(control.clone(), stop.clone()));
         let _ = follow.await;
         let _ = elect.await;
+        let _ = output.await;
         // A node that stops leading lets the others take over at once, not after the lease.
         if control.leads() {
             self.link.leading.store(false, Ordering::Release);
@@ -260,6 +267,61 @@ impl Node {
         }
     }
 
+    /// Copies job output from the output stream into this node's store, from the start of
+    /// the stream on every start (a chunk written again is harmless). Output of a job whose
+    /// log was pruned is not copied back.
+    async fn follow_output(
+        self: Arc<Self>,
+        control: Arc<Control>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut next = 1;
+        loop {
+            match self.link.output.follow(next).await {
+                Ok(stream) => {
+                    let mut stream = std::pin::pin!(stream);
+                    loop {
+                        let chunk = tokio::select! {
+                            _ = stopped(&mut stop) => return,
+                            chunk = stream.next() => chunk,
+                        };
+                        match chunk {
+                            Some(Ok(c)) => {
+                                next = c.seq + 1;
+                                let pruned = control
+                                    .state()
+                                    .jobs
+                                    .get(&c.job)
+                                    .is_some_and(|j| j.log_pruned_at.is_some());
+                                if pruned {
+                                    continue;
+                                }
+                                let (store, job) = (control.clone(), c.job);
+                                let written = tokio::task::spawn_blocking(move || {
+                                    store.store().put_log_chunk(job, c.offset, &c.bytes)
+                                })
+                                .await;
+                                if !matches!(written, Ok(Ok(()))) {
+                                    tracing::error!(job = %c.job, "job output from the cluster could not be written here");
+                                }
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "following job output failed; starting again");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot follow job output yet"),
+            }
+            tokio::select! {
+                _ = stopped(&mut stop) => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
     /// The election: lead while this node holds the leader's key, and try to take it while
     /// nobody does. A node only leads once it has applied the whole stream.
     async fn elect(self: Arc<Self>, control: Arc<Control>, mut stop: watch::Receiver<bool>) {
@@ -302,6 +364,7 @@ impl Node {
                         // before the first decision: the append would refuse them anyway.
                         if self.caught_up(&control).await {
                             held = Some(rev);
+                            control.grant_fresh_leases();
                             self.link.leading.store(true, Ordering::Release);
                             tracing::info!(node = %me.name, "this node leads the cluster");
                         } else {
@@ -362,9 +425,9 @@ fn for_the_leader(method: &Method, path: &str) -> bool {
     if !door || path == "/api/v1/cluster" {
         return false;
     }
-    // Runners' calls renew leases the leader holds in memory, and job output is written on
-    // the leader: both go there, reads included.
-    let leader_only = path.starts_with("/api/v1/runner/") || path.ends_with("/log");
+    // Runners' calls renew leases the leader holds in memory: they go there, reads included.
+    // Job output is on every node (the output stream), so its reads are served here.
+    let leader_only = path.starts_with("/api/v1/runner/");
     leader_only || !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 

@@ -88,6 +88,8 @@ pub enum ControlError {
 /// nodes appended arrive by following the stream.
 pub struct ClusterLink {
     pub log: crate::log::jetstream::StreamLog,
+    /// Job output, beside the log.
+    pub output: crate::log::jetstream::JobLogStream,
     /// The runtime the stream's client runs on; the writer thread blocks on it.
     pub runtime: tokio::runtime::Handle,
     /// Whether this node leads: decides and appends. The election sets it; a failed append
@@ -166,6 +168,8 @@ pub struct Control {
     /// Submissions waiting for their answer.
     in_flight: AtomicUsize,
     cluster: Option<Arc<ClusterLink>>,
+    /// A full lease, for [`Control::grant_fresh_leases`].
+    lease_ms: Millis,
 }
 
 /// Counts a submission in flight until it is dropped (answered, or its caller went away).
@@ -611,12 +615,55 @@ impl Control {
             dir: dir.to_path_buf(),
             in_flight: AtomicUsize::new(0),
             cluster: options.cluster,
+            lease_ms: options.rules.lease_ms(),
         })
     }
 
     /// Whether this node may decide commands: always on its own, while it leads in a cluster.
     pub fn leads(&self) -> bool {
         self.cluster.as_ref().is_none_or(|c| c.leads())
+    }
+
+    /// Gives every running job a full lease from now. A node that starts leading has none of
+    /// the renewals the last leader held in memory, just as a restarted server has none:
+    /// without this, the change of leader itself would end jobs whose runners are alive.
+    pub fn grant_fresh_leases(&self) {
+        let fresh = now_ms().saturating_add(self.lease_ms);
+        let running: Vec<Uuid> = self
+            .state
+            .read()
+            .expired_leases(Millis::MAX)
+            .map(|j| j.id)
+            .collect();
+        let mut renewals = self.renewals.lock();
+        for id in running {
+            renewals.insert(id, fresh);
+        }
+    }
+
+    /// Appends output to a job's log (at most `cap` bytes of it are kept); returns the log's
+    /// length. In a cluster the chunk also goes to the output stream, so every node has it.
+    pub async fn append_log(&self, job: Uuid, bytes: &[u8], cap: u64) -> Result<u64, LogError> {
+        let before = self.store.log_len(job)?;
+        let after = self.store.append_log(job, bytes, cap)?;
+        if let Some(cluster) = &self.cluster
+            && after > before
+        {
+            let chunk = self.store.read_log(job, before)?;
+            cluster.output.append(job, before, chunk).await?;
+        }
+        Ok(after)
+    }
+
+    /// Deletes these jobs' output from the cluster's output stream (job log retention; each
+    /// node deletes its own copy).
+    pub async fn purge_cluster_output(&self, jobs: &[Uuid]) -> Result<(), LogError> {
+        if let Some(cluster) = &self.cluster {
+            for job in jobs {
+                cluster.output.purge(*job).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Cluster mode's log, if this node runs in a cluster.

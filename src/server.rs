@@ -573,6 +573,10 @@ async fn prune_pass(
 async fn delete_logs(control: &Arc<Control>, jobs: Vec<Uuid>, at: Millis) -> bool {
     let c = control.clone();
     let n = jobs.len();
+    if let Err(e) = control.purge_cluster_output(&jobs).await {
+        tracing::error!(error = %e, "job log retention could not delete output from the cluster; the next pass tries again");
+        return false;
+    }
     let deleted = tokio::task::spawn_blocking(move || c.store().prune_logs(&jobs, at)).await;
     match deleted {
         Ok(Ok(chunks)) => {

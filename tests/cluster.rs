@@ -343,3 +343,190 @@ async fn a_paused_leader_cannot_append_and_follows_when_it_wakes() {
     check_log(&c, &all, &acked).await;
     assert!(c.head(leader).await.is_some());
 }
+
+/// `reeve runner` against one node, as a real process.
+struct Runner(std::process::Child);
+
+impl Runner {
+    fn start(server: &str, token: &str, work: &std::path::Path) -> Runner {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_reeve"))
+            .args(["runner", "--concurrency", "2"])
+            .arg("--server")
+            .arg(format!("http://{server}"))
+            .arg("--token")
+            .arg(token)
+            .arg("--work-dir")
+            .arg(work)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("reeve runner starts");
+        Runner(child)
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn post(c: &Cluster, i: usize, path: &str, body: Value) -> (u16, Value) {
+    let r = c
+        .http
+        .post(c.nodes[i].url(path))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .expect("the node answers");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_and_a_watch_carry_on_across_a_failover() {
+    let mut c = Cluster::start();
+    let all = [0, 1, 2];
+    let (leader, _) = c
+        .wait_leader(&all, Duration::from_secs(30))
+        .await
+        .expect("a leader is elected");
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    create_project(&c, follower).await;
+
+    // A runner on a follower; a job that prints, outlives the failover, and prints again.
+    let (status, token) = post(
+        &c,
+        follower,
+        "/tokens",
+        json!({"kind": "runner", "description": "r"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{token}");
+    let work = tempfile::tempdir().expect("a work dir");
+    let _runner = Runner::start(
+        &c.nodes[follower].addr,
+        token["secret"].as_str().expect("a secret"),
+        work.path(),
+    );
+    let (status, build) = post(
+        &c,
+        other,
+        "/projects/p/builds",
+        json!({"pipeline": {"jobs": [{"name": "slow", "run": "echo before; sleep 8; echo after"}]}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{build}");
+    let build_id = build["id"].as_str().expect("a build id").to_string();
+    // A watch due every second.
+    let (status, watch) = post(
+        &c,
+        other,
+        "/watches",
+        json!({"project": "p", "source": "https://example.com/src", "to_uri": "viking://res/every-second", "watch_interval": 1.0 / 60.0}),
+    )
+    .await;
+    assert_eq!(status, 201, "{watch}");
+
+    // Once the job runs, the leader dies.
+    let started = Instant::now();
+    loop {
+        let (_, b) = c
+            .get(other, &format!("/projects/p/builds/{build_id}"))
+            .await
+            .expect("answers");
+        if b["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|j| j["name"] == "slow" && j["state"] == "running")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the job never ran: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.nodes[leader].kill();
+    let live = [follower, other];
+    c.wait_leader(&live, Duration::from_secs(15))
+        .await
+        .expect("another node leads");
+
+    // The job ends as it should, with all of its output, on every live node.
+    let started = Instant::now();
+    let job_id = loop {
+        let (_, b) = c
+            .get(other, &format!("/projects/p/builds/{build_id}"))
+            .await
+            .expect("answers");
+        let slow = b["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|j| j["name"] == "slow")
+            .cloned();
+        if let Some(j) = slow.filter(|j| j["state"] != "running" && j["state"] != "queued") {
+            assert_eq!(j["state"], "finished", "{j}");
+            break j["id"].as_str().expect("an id").to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the job did not end: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for &i in &live {
+        let r = c
+            .http
+            .get(c.nodes[i].url(&format!("/projects/p/jobs/{job_id}/log")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(r.status().as_u16(), 200);
+        let text = r.text().await.unwrap_or_default();
+        assert!(
+            text.contains("before") && text.contains("after"),
+            "node {} has {text:?}:\n{}",
+            c.nodes[i].name,
+            c.nodes[i].log()
+        );
+    }
+
+    // The watch fired on schedule throughout, never twice for one due time: every scheduled
+    // fire in the log moves its next run on.
+    let (head, _) = c.settled(&live).await;
+    let log = StreamLog::open(&c.nats.urls(), reeve::cluster::STREAM)
+        .await
+        .expect("the stream opens");
+    let commits = log.read_from(1, GENESIS).await.expect("the chain verifies");
+    assert_eq!(commits.len() as u64, head);
+    let watch_id: uuid::Uuid = watch["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("an id");
+    let runs: Vec<i64> = commits
+        .iter()
+        .flat_map(|c| c.body.events.iter())
+        .filter_map(|e| match e {
+            reeve::domain::Event::WatchRan {
+                id,
+                manual: false,
+                next_run_at: Some(n),
+                ..
+            } if *id == watch_id => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert!(runs.len() >= 5, "the watch fired {} times", runs.len());
+    assert!(
+        runs.windows(2).all(|w| w[0] < w[1]),
+        "a due time fired twice: {runs:?}"
+    );
+}

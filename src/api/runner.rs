@@ -291,8 +291,8 @@ pub async fn append_log(
     }
     let length = app
         .control
-        .store()
         .append_log(job, &bytes, LOG_CAP)
+        .await
         .map_err(|e| Problem::internal(format!("the log could not be written: {e}")))?;
     Ok(Json(LogAppended { length }).into_response())
 }
@@ -350,10 +350,7 @@ pub async fn upload_pipeline(
                 && let Some(why) = &j.message
             {
                 let line = format!("\n[reeve] {why}\n");
-                let _ = app
-                    .control
-                    .store()
-                    .append_log(j.id, line.as_bytes(), LOG_CAP);
+                let _ = app.control.append_log(j.id, line.as_bytes(), LOG_CAP).await;
             }
             Ok(Json(JobView::from(j.as_ref())).into_response())
         }

@@ -304,3 +304,157 @@ impl StreamLog {
             .map_err(|e| LogError::Failed(format!("NATS: {e}")))
     }
 }
+
+/// Job output in cluster mode: a stream beside the log, one message per chunk a runner sent,
+/// on the subject of its job, with the chunk's byte offset in the job's output. Every node
+/// follows it into its own store, so any node serves (and follows) any job's output, and a new
+/// leader has what the last one took in.
+#[derive(Clone)]
+pub struct JobLogStream {
+    js: jetstream::Context,
+    stream: String,
+}
+
+/// The header with a chunk's byte offset in its job's output.
+const OFFSET: &str = "Reeve-Offset";
+
+/// One chunk of a job's output as the stream holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogChunk {
+    /// The stream's sequence of this chunk.
+    pub seq: u64,
+    pub job: uuid::Uuid,
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl JobLogStream {
+    /// Opens (creating on first use) the output stream: file storage, the log's replicas.
+    /// Unlike the log, a job's messages may be purged: job log retention deletes output.
+    pub async fn open(log: &StreamLog, stream: &str, replicas: usize) -> Result<Self, LogError> {
+        let js = jetstream::new(log.client());
+        let config = stream::Config {
+            name: stream.to_string(),
+            subjects: vec![format!("{stream}.>")],
+            storage: stream::StorageType::File,
+            num_replicas: replicas.clamp(1, 3),
+            max_messages: -1,
+            max_bytes: -1,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        };
+        let mut tries = 0;
+        loop {
+            match js.get_or_create_stream(config.clone()).await {
+                Ok(_) => break,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "the output stream is not ready yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    return Err(LogError::Failed(format!(
+                        "NATS cluster: cannot open stream {stream}: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(JobLogStream {
+            js,
+            stream: stream.to_string(),
+        })
+    }
+
+    fn subject(&self, job: uuid::Uuid) -> String {
+        format!("{}.{}", self.stream, job.simple())
+    }
+
+    /// Appends one chunk of `job`'s output at `offset`; returns once the cluster has it.
+    pub async fn append(
+        &self,
+        job: uuid::Uuid,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> Result<(), LogError> {
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(bytes.into())
+            .header(OFFSET, offset.to_string().as_str());
+        let failed = |e: String| LogError::Failed(format!("job output to the cluster: {e}"));
+        self.js
+            .send_publish(self.subject(job), publish)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Deletes `job`'s output from the stream (job log retention).
+    pub async fn purge(&self, job: uuid::Uuid) -> Result<(), LogError> {
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| LogError::Failed(format!("stream {}: {e}", self.stream)))?;
+        stream
+            .purge()
+            .filter(self.subject(job))
+            .await
+            .map_err(|e| LogError::Failed(format!("stream {}: {e}", self.stream)))?;
+        Ok(())
+    }
+
+    /// Every chunk from the stream's sequence `from` on, as it arrives.
+    pub async fn follow(
+        &self,
+        from: u64,
+    ) -> Result<impl futures_util::Stream<Item = Result<LogChunk, LogError>> + use<>, LogError>
+    {
+        let failed = |e: String| LogError::Failed(format!("stream {}: {e}", self.stream));
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let prefix = format!("{}.", self.stream);
+        Ok(messages.map(move |m| {
+            let m = m.map_err(|e| LogError::Failed(format!("following job output: {e}")))?;
+            let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let job = m
+                .subject
+                .as_str()
+                .strip_prefix(&prefix)
+                .and_then(|j| uuid::Uuid::parse_str(j).ok());
+            let offset = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(OFFSET))
+                .and_then(|v| v.as_str().parse::<u64>().ok());
+            match (job, offset) {
+                (Some(job), Some(offset)) => Ok(LogChunk {
+                    seq,
+                    job,
+                    offset,
+                    bytes: m.payload.to_vec(),
+                }),
+                _ => Err(LogError::Corrupt {
+                    seq,
+                    why: format!("output message on {} has no job or offset", m.subject),
+                }),
+            }
+        }))
+    }
+}

@@ -13,6 +13,9 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+/// How long a runner keeps sending a report the server cannot take yet (see `Client::retrying`).
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
 pub use process::Outcome;
 
 #[derive(Clone, Debug)]
@@ -112,21 +115,45 @@ impl Client {
     async fn post(
         &self,
         path: &str,
-        body: reqwest::Body,
+        body: String,
         timeout: Duration,
     ) -> Result<reqwest::Response, RunnerError> {
-        self.http
-            .post(self.url(path))
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|source| RunnerError::Http {
-                server: self.server.clone(),
-                source,
-            })
+        let body = axum::body::Bytes::from(body);
+        self.retrying(|| {
+            self.http
+                .post(self.url(path))
+                .bearer_auth(&self.token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .timeout(timeout)
+                .body(body.clone())
+        })
+        .await
+    }
+
+    /// Sends a request, again while the server answers 503 (a cluster between leaders, a
+    /// server starting) or cannot be reached, for up to [`RETRY_FOR`]: a runner's report must
+    /// not be lost to a failover. A 503 records nothing, so sending again is safe.
+    async fn retrying(
+        &self,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RunnerError> {
+        let start = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let sent = request().send().await;
+            let again = match &sent {
+                Ok(r) => r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE,
+                Err(e) => e.is_connect() || e.is_timeout(),
+            };
+            if !again || start.elapsed() >= RETRY_FOR {
+                return sent.map_err(|source| RunnerError::Http {
+                    server: self.server.clone(),
+                    source,
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
     }
 
     async fn refused(resp: reqwest::Response) -> RunnerError {
@@ -143,11 +170,7 @@ impl Client {
     ) -> Result<Option<ClaimedJob>, RunnerError> {
         let body = serde_json::json!({"labels": labels, "wait_seconds": wait.as_secs()});
         let resp = self
-            .post(
-                "/claim",
-                body.to_string().into(),
-                wait + Duration::from_secs(10),
-            )
+            .post("/claim", body.to_string(), wait + Duration::from_secs(10))
             .await?;
         match resp.status().as_u16() {
             204 => Ok(None),
@@ -168,7 +191,7 @@ impl Client {
         let resp = self
             .post(
                 &format!("/jobs/{job}/heartbeat"),
-                body.to_string().into(),
+                body.to_string(),
                 Duration::from_secs(10),
             )
             .await?;
@@ -199,19 +222,18 @@ impl Client {
         content_type: &str,
         bytes: Vec<u8>,
     ) -> Result<(), RunnerError> {
+        let bytes = axum::body::Bytes::from(bytes);
+        let url = self.url(&format!("/jobs/{job}/{what}?lease_id={lease}"));
         let resp = self
-            .http
-            .post(self.url(&format!("/jobs/{job}/{what}?lease_id={lease}")))
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .timeout(Duration::from_secs(30))
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|source| RunnerError::Http {
-                server: self.server.clone(),
-                source,
-            })?;
+            .retrying(|| {
+                self.http
+                    .post(&url)
+                    .bearer_auth(&self.token)
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .timeout(Duration::from_secs(30))
+                    .body(bytes.clone())
+            })
+            .await?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -260,7 +282,7 @@ impl Client {
         let resp = self
             .post(
                 &format!("/jobs/{job}/finish"),
-                body.to_string().into(),
+                body.to_string(),
                 Duration::from_secs(10),
             )
             .await?;
