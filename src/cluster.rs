@@ -388,12 +388,44 @@ impl Node {
         }
     }
 
-    /// Whether this node has applied everything the stream holds.
+    /// Whether this node has applied everything the stream holds. What it lacks is read
+    /// here and now, not left to the follower: after the stream changes leader, a long-lived
+    /// consumer may take many seconds to notice, and while no node is caught up none may lead.
     async fn caught_up(&self, control: &Control) -> bool {
-        match self.link.log.status().await {
-            Ok(s) => control.state().head_seq >= s.last_seq,
-            Err(_) => false,
+        let last = match self.link.log.status().await {
+            Ok(s) => s.last_seq,
+            Err(_) => return false,
+        };
+        let (head, hash) = {
+            let s = control.state();
+            (s.head_seq, s.head_hash)
+        };
+        if head >= last {
+            return true;
         }
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.link.log.read_records(head + 1, hash),
+        )
+        .await;
+        let Ok(Ok(commits)) = read else {
+            return false;
+        };
+        for chunk in commits.chunks(512) {
+            if control.replicate(chunk.to_vec()).await.is_err() {
+                return false;
+            }
+        }
+        let mut changes = control.subscribe();
+        let applied = tokio::time::timeout(Duration::from_secs(5), async {
+            while control.state().head_seq < last {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        applied.is_ok() && control.state().head_seq >= last
     }
 
     /// Every node the registry knows (those that reported within a few leases).

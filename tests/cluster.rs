@@ -530,3 +530,88 @@ async fn a_job_and_a_watch_carry_on_across_a_failover() {
         "a due time fired twice: {runs:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_go_on_when_a_nats_server_dies_and_every_node_restarts_to_the_same_state() {
+    let mut c = Cluster::start();
+    let all = [0, 1, 2];
+    let (leader, _) = c
+        .wait_leader(&all, Duration::from_secs(30))
+        .await
+        .expect("a leader is elected");
+    create_project(&c, leader).await;
+    let (acked, stop, _addrs, workers) = start_load(&c, &all).await;
+    acked_count(&acked, 20, Duration::from_secs(60)).await;
+
+    // kill -9 the NATS server that leads the log's stream: after the stream elects another,
+    // writes go on.
+    let log = StreamLog::open(&c.nats.urls(), reeve::cluster::STREAM)
+        .await
+        .expect("the stream opens");
+    let stream_leader = log
+        .status()
+        .await
+        .expect("status")
+        .leader
+        .and_then(|l| c.nats.servers.iter().position(|s| s.name == l))
+        .unwrap_or(0);
+    c.nats.servers[stream_leader].kill();
+    let before = acked.lock().len();
+    let start = Instant::now();
+    while acked.lock().len() < before + 30 {
+        if start.elapsed() > Duration::from_secs(60) {
+            for n in &c.nodes {
+                let log = n.log();
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                eprintln!(
+                    "--- {} ---\n{}",
+                    n.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            panic!(
+                "writes stopped after a NATS server died: {} acknowledged",
+                acked.lock().len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // It returns, and the stream heals: every replica current.
+    c.nats.servers[stream_leader].restart();
+    let start = Instant::now();
+    loop {
+        let s = log.status().await;
+        if let Ok(s) = &s
+            && s.peers.len() == 3
+            && s.peers.iter().all(|(_, current)| *current)
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the stream did not heal: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("a load worker");
+    }
+    check_log(&c, &all, &acked).await;
+    let (head, digest) = c.settled(&all).await;
+
+    // Every node stops (cleanly) and starts again: the same state comes back everywhere.
+    for n in &mut c.nodes {
+        n.stop();
+    }
+    for n in &mut c.nodes {
+        n.start_again();
+    }
+    c.wait_leader(&all, Duration::from_secs(30))
+        .await
+        .expect("a leader after the restart");
+    let (head2, digest2) = c.settled(&all).await;
+    // The new leader may have registered nothing new: the state is the one before.
+    assert_eq!((head2, digest2), (head, digest));
+    check_log(&c, &all, &acked).await;
+}

@@ -93,6 +93,19 @@ impl ReeveNode {
         }
     }
 
+    /// SIGTERM, and waits for the node to exit (a clean stop).
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a stopped node again on the same data dir (a new port).
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     /// Starts the node again on the same data dir (a new port).
     pub fn restart(&mut self) {
         self.kill();
