@@ -600,6 +600,45 @@ async fn writes_go_on_when_a_nats_server_dies_and_every_node_restarts_to_the_sam
     check_log(&c, &all, &acked).await;
     let (head, digest) = c.settled(&all).await;
 
+    // The command line reads the cluster: its status through any node, and the log straight
+    // from the stream, verified and replayed to the nodes' own digest.
+    let reeve = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_reeve"))
+            .args(args)
+            .env_remove("REEVE_SERVER")
+            .output()
+            .expect("reeve runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (leader, _) = c
+        .wait_leader(&all, Duration::from_secs(15))
+        .await
+        .expect("a leader");
+    let server = format!("http://{}", c.nodes[(leader + 1) % 3].addr);
+    let (code, out, err) = reeve(&["cluster", "status", "--server", &server, "--token", ADMIN]);
+    assert_eq!(code, Some(0), "{err}");
+    let name = &c.nodes[leader].name;
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("leader") && l.contains(name.as_str())),
+        "the status names {name} as leader: {out}"
+    );
+    assert_eq!(out.matches("yes").count(), 1, "one node leads: {out}");
+    let urls = c.nats.urls().join(",");
+    let (code, out, err) = reeve(&["audit", "verify", "--cluster", &urls]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("ok: {head} commits")), "{out}");
+    let (code, out, err) = reeve(&["audit", "replay", "--cluster", &urls, "--digest"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&digest),
+        "the replay of the stream gives the nodes' digest {digest}: {out}"
+    );
+
     // Every node stops (cleanly) and starts again: the same state comes back everywhere.
     for n in &mut c.nodes {
         n.stop();

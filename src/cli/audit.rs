@@ -67,6 +67,10 @@ struct SourceArgs {
     /// [env: REEVE_SERVER].
     #[arg(long, value_name = "URL", group = "source")]
     server: Option<String>,
+    /// Read the log straight from a reeve cluster's stream on these NATS servers
+    /// (comma-separated nats://host:port), whatever its nodes are doing.
+    #[arg(long, value_name = "URLS", group = "source", value_delimiter = ',')]
+    cluster: Vec<String>,
     /// An admin token for --server [default for a server on this machine: the admin token
     /// file, $REEVE_DATA_DIR/admin.token or ./reeve-data/admin.token].
     #[arg(long, env = "REEVE_TOKEN", hide_env_values = true)]
@@ -569,6 +573,17 @@ fn export(args: ExportArgs) -> Result<(), Fail> {
                 .map_err(|e| Fail::failed(format!("the export stopped early: {e}")))?;
         }
         Source::Server(remote) => remote.export_raw(&mut out)?,
+        Source::Cluster(records) => {
+            let mut buf = Vec::new();
+            for (_, record) in records {
+                let commit = Commit::decode(record).map_err(|e| Fail::failed(e.to_string()))?;
+                crate::api::audit::write_export_line(&mut buf, &commit, record);
+                if out.write_all(&buf).is_err() {
+                    return Err(Fail::failed("the export could not be written"));
+                }
+                buf.clear();
+            }
+        }
     }
     let _ = out.flush();
     Ok(())
@@ -631,6 +646,8 @@ type Visit<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, Fail> + 'a;
 enum Source {
     Dir(Box<Store>),
     Server(Remote),
+    /// A cluster's stream, read whole.
+    Cluster(Vec<(u64, Vec<u8>)>),
 }
 
 impl Source {
@@ -640,6 +657,9 @@ impl Source {
                 .ok()
                 .filter(|s| !s.trim().is_empty())
         };
+        if !args.cluster.is_empty() {
+            return read_cluster(&args.cluster).map(Source::Cluster);
+        }
         match (&args.data_dir, args.server.clone().or_else(env_server)) {
             (Some(dir), _) => open_dir(dir).map(|s| Source::Dir(Box::new(s))),
             (None, Some(url)) => {
@@ -651,7 +671,7 @@ impl Source {
                 Remote::new(base.as_str(), token).map(Source::Server)
             }
             (None, None) => Err(Fail::usage(
-                "say where the log is: --data-dir DIR (offline, the server stopped) or --server URL --token T (online; or set REEVE_SERVER and REEVE_TOKEN)",
+                "say where the log is: --data-dir DIR (offline, the server stopped), --server URL --token T (online; or set REEVE_SERVER and REEVE_TOKEN), or --cluster nats://HOST:PORT,... (a cluster's stream)",
             )),
         }
     }
@@ -661,6 +681,7 @@ impl Source {
         match self {
             Source::Dir(store) => store.last_seq().ok(),
             Source::Server(_) => None,
+            Source::Cluster(records) => Some(records.len() as u64),
         }
     }
 
@@ -678,8 +699,38 @@ impl Source {
                 Ok(())
             }
             Source::Server(remote) => remote.each(until, f),
+            Source::Cluster(records) => {
+                for (seq, record) in records {
+                    if until.is_some_and(|u| *seq > u) || !f(*seq, record)? {
+                        break;
+                    }
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// Every record of a cluster's log, read from its stream. The chain is checked as it is
+/// read, and again by the verb, like every other source.
+fn read_cluster(servers: &[String]) -> Result<Vec<(u64, Vec<u8>)>, Fail> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail::failed(format!("could not start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let log = crate::log::jetstream::StreamLog::open(servers, crate::cluster::STREAM)
+            .await
+            .map_err(|e| Fail::failed(e.to_string()))?;
+        let records = log
+            .read_records(1, crate::log::GENESIS)
+            .await
+            .map_err(|e| Fail::failed(e.to_string()))?;
+        Ok(records
+            .into_iter()
+            .map(|(c, record)| (c.seq, record))
+            .collect())
+    })
 }
 
 fn open_dir(dir: &std::path::Path) -> Result<Store, Fail> {

@@ -5,6 +5,7 @@
 mod audit;
 mod build;
 pub mod client;
+mod cluster;
 mod completions;
 mod job;
 mod project;
@@ -50,8 +51,11 @@ enum Commands {
     Token(token::TokenArgs),
     /// Print a shell completion script (e.g. `reeve completions bash > /etc/bash_completion.d/reeve`).
     Completions(completions::CompletionsArgs),
-    /// Verify, replay and export the log, from a data dir or through a server.
+    /// Verify, replay and export the log, from a data dir, through a server, or from a
+    /// cluster's stream.
     Audit(audit::AuditArgs),
+    /// A cluster's leader, nodes and stream: status.
+    Cluster(cluster::ClusterArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -66,5 +70,6 @@ pub fn run() -> ExitCode {
         Commands::Token(args) => token::run(args),
         Commands::Completions(args) => completions::run(args),
         Commands::Audit(args) => audit::run(args),
+        Commands::Cluster(args) => cluster::run(args),
     }
 }
