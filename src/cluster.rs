@@ -46,6 +46,9 @@ pub const LEASE: Duration = Duration::from_secs(3);
 const RENEW: Duration = Duration::from_millis(750);
 /// How long a follower waits to have applied a forwarded command's commit.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
+/// How long a forwarded request may take at the leader: a runner's claim waits there for work
+/// (up to a minute), so this is longer than any request reeve holds open.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The header a forwarded request carries (the forwarding node's name): the leader serves it
 /// and never forwards it again.
@@ -154,7 +157,7 @@ impl Node {
             nodes_kv,
             leader: RwLock::new(None),
             http: reqwest::Client::builder()
-                .timeout(APPLY_WAIT)
+                .timeout(FORWARD_TIMEOUT)
                 .build()
                 .map_err(|e| failed("an HTTP client", e))?,
         };
