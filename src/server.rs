@@ -142,19 +142,20 @@ pub struct RunningServer {
 impl Server {
     pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         let dir = cfg.data_dir.clone();
+        let rules = Rules {
+            watch_interval_floor_secs: cfg.watch_interval_floor_secs,
+            max_jobs: cfg.max_jobs,
+            lease_secs: cfg.lease_secs,
+            watch_failure_limit: cfg.watch_failure_limit,
+            mcp_read_only: cfg.mcp.read_only,
+        };
         let options = Options {
             sync: cfg.sync,
             wal_segment_bytes: cfg.wal_segment_bytes,
             snapshot_commits: cfg.snapshot_commits,
             snapshot_secs: cfg.snapshot_secs,
             hot_window: 0,
-            rules: Rules {
-                watch_interval_floor_secs: cfg.watch_interval_floor_secs,
-                max_jobs: cfg.max_jobs,
-                lease_secs: cfg.lease_secs,
-                watch_failure_limit: cfg.watch_failure_limit,
-                mcp_read_only: cfg.mcp.read_only,
-            },
+            rules,
         };
         let control = tokio::task::spawn_blocking(move || Control::open(&dir, options))
             .await
@@ -177,6 +178,7 @@ impl Server {
         let state = AppState {
             control: control.clone(),
             limits: Arc::new(RateLimits::new(cfg.limits())),
+            rules,
             shutdown: stop.subscribe(),
         };
         // The one place the doors are put together.
