@@ -48,8 +48,8 @@ pub struct AuditView {
     pub principal: String,
     pub request_id: String,
     pub idempotency_key: Option<String>,
-    /// `{"<op>": {...arguments}}`
-    #[schema(value_type = Object)]
+    /// `{"<op>": {...arguments}}`, or `"<op>"` for a command without arguments.
+    #[schema(value_type = CommandDoc)]
     pub command: serde_json::Value,
     pub target: Option<String>,
     pub project: Option<String>,
@@ -100,6 +100,17 @@ impl AuditView {
             hash: hex::encode(commit.hash),
         }
     }
+}
+
+/// A command as the audit shows it (documentation only).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum CommandDoc {
+    /// A command without arguments: its op.
+    Bare(String),
+    /// `{"<op>": {...arguments}}`
+    WithArguments(std::collections::BTreeMap<String, serde_json::Value>),
 }
 
 #[derive(Serialize, ToSchema)]
@@ -280,8 +291,8 @@ pub struct ExportLineDoc {
     pub principal: String,
     pub request_id: String,
     pub idempotency_key: Option<String>,
-    /// `{"<op>": {...arguments}}`
-    #[schema(value_type = Object)]
+    /// `{"<op>": {...arguments}}`, or `"<op>"` for a command without arguments.
+    #[schema(value_type = CommandDoc)]
     pub command: serde_json::Value,
     /// accepted or rejected
     pub outcome: String,

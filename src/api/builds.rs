@@ -307,6 +307,11 @@ impl TryFrom<PipelineBody> for Pipeline {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"pipeline": {"jobs": [
+    {"name": "build", "run": "make"},
+    {"name": "test/unit", "run": "make test", "depends_on": ["build"]},
+    {"name": "notify", "run": "./notify", "depends_on": [{"job": "test/unit", "on": ["failure"]}]}
+]}, "env": {"TARGET": "prod"}}))]
 pub struct TriggerBody {
     /// The project's default pipeline when absent.
     pub pipeline: Option<PipelineBody>,

@@ -513,6 +513,12 @@ pub async fn submit_on(
     })
 }
 
+/// Whether a command's headers alone make it a malformed request, whatever its body: what
+/// [`submit_on`] refuses before it looks at the command.
+pub fn malformed_headers(headers: &HeaderMap) -> bool {
+    idempotency_key(headers).is_err() || acceptable(headers, JSON).is_err()
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);

@@ -492,7 +492,14 @@ pub fn refusals(route: &Route, op: &Value) -> Vec<(u16, String)> {
                 add(400, "invalid_header");
             }
             Door::Mcp => add(403, "mcp_token_required"),
-            Door::Runner => add(403, "runner_token_required"),
+            Door::Runner => {
+                add(403, "runner_token_required");
+                // A malformed runner request is judged as a change, which a runner token
+                // without allow_trigger may not make.
+                if route.access == Access::Write {
+                    add(403, "trigger_not_allowed");
+                }
+            }
             Door::Open => {}
         }
     }
@@ -554,7 +561,416 @@ pub fn document(rules: &Rules) -> Value {
     limit_params(&mut doc);
     unsigned_ranges(&mut doc);
     derive_operations(&mut doc);
+    add_links(&mut doc);
     doc
+}
+
+/// How the answer of one operation addresses what it made: (source method, source path,
+/// status, link name, target method, target path, parameters, body fields).
+type Link = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static [(&'static str, &'static str)],
+);
+
+const PROJECT_ID: &[(&str, &str)] = &[("path.id", "$response.body#/id")];
+const PROJECT_OF: &[(&str, &str)] = &[("path.project", "$response.body#/id")];
+const WATCH_ID: &[(&str, &str)] = &[
+    ("path.id", "$response.body#/id"),
+    ("header.If-Match", "$response.header.ETag"),
+];
+const WATCH_URI: &[(&str, &str)] = &[
+    ("query.to_uri", "$response.body#/to_uri"),
+    ("query.project", "$response.body#/project"),
+];
+const BUILD: &[(&str, &str)] = &[
+    ("path.project", "$request.path.project"),
+    ("path.build", "$response.body#/id"),
+];
+/// The first job after Create Jobs, in a build of an inline pipeline.
+const JOB: &[(&str, &str)] = &[
+    ("path.project", "$request.path.project"),
+    ("path.job", "$response.body#/jobs/1/id"),
+];
+
+const CLAIMED: &[(&str, &str)] = &[("path.job", "$response.body#/job/id")];
+const CLAIMED_LOG: &[(&str, &str)] = &[
+    ("path.job", "$response.body#/job/id"),
+    ("query.lease_id", "$response.body#/lease_id"),
+];
+const LEASE: &[(&str, &str)] = &[("lease_id", "$response.body#/lease_id")];
+
+const LINKS: &[Link] = &[
+    (
+        "post",
+        "/projects",
+        "201",
+        "GetProject",
+        "get",
+        "/projects/{id}",
+        PROJECT_ID,
+        &[],
+    ),
+    (
+        "post",
+        "/projects",
+        "201",
+        "UpdateProject",
+        "patch",
+        "/projects/{id}",
+        PROJECT_ID,
+        &[],
+    ),
+    (
+        "post",
+        "/projects",
+        "201",
+        "ListBuilds",
+        "get",
+        "/projects/{project}/builds",
+        PROJECT_OF,
+        &[],
+    ),
+    (
+        "post",
+        "/projects",
+        "201",
+        "TriggerBuild",
+        "post",
+        "/projects/{project}/builds",
+        PROJECT_OF,
+        &[],
+    ),
+    (
+        "post",
+        "/projects",
+        "201",
+        "CreateWatch",
+        "post",
+        "/watches",
+        &[],
+        &[("project", "$response.body#/id")],
+    ),
+    (
+        "post",
+        "/watches",
+        "201",
+        "GetWatch",
+        "get",
+        "/watches/{id}",
+        &[("path.id", "$response.body#/id")],
+        &[],
+    ),
+    (
+        "post",
+        "/watches",
+        "201",
+        "UpdateWatch",
+        "patch",
+        "/watches/{id}",
+        WATCH_ID,
+        &[],
+    ),
+    (
+        "post",
+        "/watches",
+        "201",
+        "DeleteWatch",
+        "delete",
+        "/watches/{id}",
+        WATCH_ID,
+        &[],
+    ),
+    (
+        "post",
+        "/watches",
+        "201",
+        "TriggerWatch",
+        "post",
+        "/watches/{id}/trigger",
+        &[("path.id", "$response.body#/id")],
+        &[],
+    ),
+    (
+        "post",
+        "/watches",
+        "201",
+        "LookUpWatch",
+        "get",
+        "/watches",
+        WATCH_URI,
+        &[],
+    ),
+    (
+        "post",
+        "/watches",
+        "201",
+        "UpdateWatchByUri",
+        "patch",
+        "/watches",
+        WATCH_URI,
+        &[],
+    ),
+    (
+        "post",
+        "/watches",
+        "201",
+        "DeleteWatchByUri",
+        "delete",
+        "/watches",
+        WATCH_URI,
+        &[],
+    ),
+    (
+        "post",
+        "/watches",
+        "201",
+        "TriggerWatchByUri",
+        "post",
+        "/watches/trigger",
+        WATCH_URI,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "GetBuild",
+        "get",
+        "/projects/{project}/builds/{build}",
+        BUILD,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "RestartBuild",
+        "post",
+        "/projects/{project}/builds/{build}/restart",
+        BUILD,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "AbortBuild",
+        "post",
+        "/projects/{project}/builds/{build}/abort",
+        BUILD,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "GetJob",
+        "get",
+        "/projects/{project}/jobs/{job}",
+        JOB,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "GetJobLog",
+        "get",
+        "/projects/{project}/jobs/{job}/log",
+        JOB,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "RestartJob",
+        "post",
+        "/projects/{project}/jobs/{job}/restart",
+        JOB,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "RerunJob",
+        "post",
+        "/projects/{project}/jobs/{job}/rerun",
+        JOB,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "AbortJob",
+        "post",
+        "/projects/{project}/jobs/{job}/abort",
+        JOB,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "McpRestartBuild",
+        "post",
+        "/mcp/projects/{project}/builds/{build}/restart",
+        BUILD,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "McpAbortBuild",
+        "delete",
+        "/mcp/projects/{project}/builds/{build}/abort",
+        BUILD,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "McpRestartJob",
+        "post",
+        "/mcp/projects/{project}/jobs/{job}/restart",
+        JOB,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "McpRerunJob",
+        "post",
+        "/mcp/projects/{project}/jobs/{job}/rerun",
+        JOB,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "McpAbortJob",
+        "delete",
+        "/mcp/projects/{project}/jobs/{job}/abort",
+        JOB,
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds",
+        "201",
+        "Claim",
+        "post",
+        "/runner/claim",
+        &[],
+        &[],
+    ),
+    (
+        "post",
+        "/projects/{project}/builds/{build}/restart",
+        "201",
+        "GetBuild",
+        "get",
+        "/projects/{project}/builds/{build}",
+        BUILD,
+        &[],
+    ),
+    (
+        "post",
+        "/runner/claim",
+        "200",
+        "Heartbeat",
+        "post",
+        "/runner/jobs/{job}/heartbeat",
+        CLAIMED,
+        LEASE,
+    ),
+    (
+        "post",
+        "/runner/claim",
+        "200",
+        "Finish",
+        "post",
+        "/runner/jobs/{job}/finish",
+        CLAIMED,
+        LEASE,
+    ),
+    (
+        "post",
+        "/runner/claim",
+        "200",
+        "AppendLog",
+        "post",
+        "/runner/jobs/{job}/log",
+        CLAIMED_LOG,
+        &[],
+    ),
+    (
+        "post",
+        "/runner/claim",
+        "200",
+        "UploadPipeline",
+        "post",
+        "/runner/jobs/{job}/pipeline",
+        CLAIMED_LOG,
+        &[],
+    ),
+    (
+        "post",
+        "/tokens",
+        "201",
+        "RevokeToken",
+        "delete",
+        "/tokens/{id}",
+        &[("path.id", "$response.body#/id")],
+        &[],
+    ),
+];
+
+/// OpenAPI links from each operation that makes something to the operations that address it,
+/// so a client (or a stateful test) can follow them.
+fn add_links(doc: &mut Value) {
+    for (from, source, status, name, to, target, params, body) in LINKS {
+        let Some(id) = doc["paths"][format!("/api/v1{target}")][to]["operationId"]
+            .as_str()
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let mut link = json!({"operationId": id});
+        if !params.is_empty() {
+            link["parameters"] = params
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+        }
+        if !body.is_empty() {
+            link["requestBody"] = body
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+        }
+        let response = doc
+            .get_mut("paths")
+            .and_then(|p| p.get_mut(format!("/api/v1{source}")))
+            .and_then(|item| item.get_mut(from))
+            .and_then(|op| op.get_mut("responses"))
+            .and_then(|r| r.get_mut(status));
+        if let Some(response) = response {
+            response["links"][name] = link;
+        }
+    }
 }
 
 /// Aborts answer DELETE as well as POST, and the MCP namespace serves five of the build verbs
@@ -878,16 +1294,21 @@ fn merge_into(mut base: Value, extra: Value) -> Value {
     base
 }
 
-/// utoipa writes Rust's unsigned integers as `int64`/`int32` with `minimum: 0`; a JSON Schema
-/// reader then takes the signed type's maximum for the limit, which refuses half of what the
-/// server accepts. Give them their real range.
+/// utoipa writes Rust's unsigned integers as `int64`/`int32` with `minimum: 0` (`usize` without
+/// a format); a JSON Schema reader then takes the signed type's maximum for the limit, or none,
+/// and neither is what the server accepts. Give them their real range.
 fn unsigned_ranges(v: &mut Value) {
     match v {
         Value::Object(o) => {
             let unsigned = o.get("minimum").and_then(Value::as_u64) == Some(0);
+            let integer = o.get("type").is_some_and(|t| {
+                t == "integer" || t.as_array().is_some_and(|a| a.contains(&json!("integer")))
+            });
             let max = match o.get("format").and_then(Value::as_str) {
                 Some("int64") if unsigned => Some(json!(u64::MAX)),
                 Some("int32") if unsigned => Some(json!(u32::MAX)),
+                // `usize` comes without a format.
+                None if unsigned && integer => Some(json!(usize::MAX)),
                 _ => None,
             };
             if let Some(max) = max {
@@ -979,6 +1400,7 @@ fn problem_response(status: u16, codes: &[&str]) -> Value {
 
 /// Gives every operation its door's header parameters and its error responses.
 fn derive_operations(doc: &mut Value) {
+    let schemas = doc["components"]["schemas"].clone();
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;
     };
@@ -993,6 +1415,16 @@ fn derive_operations(doc: &mut Value) {
             else {
                 continue;
             };
+            // `api::parse_body` reads an empty body as `{}`: where that is a valid body, the
+            // body is optional.
+            let body = op["requestBody"]["content"][super::JSON]["schema"]["$ref"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                .map(|name| &schemas[name]);
+            if body.is_some_and(|b| b.get("required").is_none() && b.get("minProperties").is_none())
+            {
+                op["requestBody"]["required"] = json!(false);
+            }
             let params = op["parameters"].as_array().cloned().unwrap_or_default();
             let mut params: Vec<Value> = params;
             params.extend(door_headers(route));

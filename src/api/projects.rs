@@ -53,6 +53,7 @@ pub struct ProjectList {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "docs", "name": "Documentation"}))]
 pub struct CreateProjectBody {
     /// A slug: 1-63 characters of a-z, 0-9 and '-'.
     pub id: String,
@@ -62,6 +63,9 @@ pub struct CreateProjectBody {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"default_pipeline": {"jobs": [
+    {"name": "sync", "run": "echo syncing $REEVE_WATCH_SOURCE into $REEVE_WATCH_TO_URI"}
+]}}))]
 pub struct UpdateProjectBody {
     /// Left out keeps the name; it cannot be null.
     #[serde(default, deserialize_with = "present")]

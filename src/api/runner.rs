@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"labels": ["linux"], "wait_seconds": 0}))]
 pub struct ClaimBody {
     /// What this runner offers (recorded; jobs do not ask for labels yet).
     #[serde(default)]
@@ -64,6 +65,7 @@ pub struct HeartbeatAnswer {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"lease_id": "01a20400-ed62-75c0-b06b-69a06960e3c9", "state": "failure", "exit_code": 2}))]
 pub struct FinishBody {
     pub lease_id: Uuid,
     /// finished, failure, error or killed
@@ -108,17 +110,23 @@ pub async fn claim(
         Ok(b) => (b.labels.clone(), b.wait_seconds),
         Err(_) => (Vec::new(), 0),
     };
+    let oversized = crate::domain::bounds::oversized(&Command::ClaimJob {
+        labels: labels.clone(),
+    })
+    .is_some();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut changes = app.control.subscribe();
     loop {
         // Polling is not a change: only submit when a job is there to take (or to have a
-        // refusal audited).
-        let worth_submitting = parsed.is_err() || {
-            let state = app.control.state();
-            let principal = authenticate(&state, &headers)?;
-            let caller = state.caller(principal, now_ms())?;
-            state.admit(&caller, Plane::Runner).is_err() || state.claimable(&caller).is_some()
-        };
+        // refusal audited: a malformed or oversized request is refused whether or not a job
+        // waits).
+        let worth_submitting =
+            parsed.is_err() || oversized || super::malformed_headers(&headers) || {
+                let state = app.control.state();
+                let principal = authenticate(&state, &headers)?;
+                let caller = state.caller(principal, now_ms())?;
+                state.admit(&caller, Plane::Runner).is_err() || state.claimable(&caller).is_some()
+            };
         if worth_submitting {
             let command = parsed
                 .as_ref()

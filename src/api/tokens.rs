@@ -83,6 +83,8 @@ pub struct TokenRevoked {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"kind": "api", "description": "docs bot",
+    "enabled_projects": {"docs": null}, "allow_trigger": true}))]
 pub struct CreateTokenBody {
     pub kind: TokenKind,
     #[serde(default)]

@@ -135,6 +135,8 @@ pub struct WatchTriggered {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"project": "docs", "source": "https://git.example.com/docs",
+    "to_uri": "viking://res/docs", "watch_interval": 60, "reason": "nightly refresh"}))]
 pub struct CreateWatchBody {
     pub project: String,
     /// An absolute URI.
@@ -164,6 +166,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"is_active": false, "reason": "repo migration"}))]
 pub struct UpdateWatchBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = f64, required = false)]
