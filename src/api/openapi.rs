@@ -1425,6 +1425,10 @@ fn derive_operations(doc: &mut Value) {
             {
                 op["requestBody"]["required"] = json!(false);
             }
+            // Raw bytes, limited as a whole by the body limit (413).
+            if let Some(raw) = op["requestBody"]["content"].get_mut(super::BYTES) {
+                raw["schema"] = json!({"type": "string", "format": "binary"});
+            }
             let params = op["parameters"].as_array().cloned().unwrap_or_default();
             let mut params: Vec<Value> = params;
             params.extend(door_headers(route));

@@ -254,7 +254,7 @@ pub struct LogAppended {
 
 #[utoipa::path(post, path = "/api/v1/runner/jobs/{job}/log", tag = "runner",
     params(("job" = Uuid, Path), LogQuery),
-    request_body(content = String, content_type = "application/octet-stream", description = "The next chunk of the job's output"),
+    request_body(content = String, content_type = "application/octet-stream", description = "The next chunk of the job's output (at most 1 MiB)"),
     responses(
         (status = 200, body = LogAppended),
     ))]
@@ -290,7 +290,7 @@ pub async fn append_log(
 
 #[utoipa::path(post, path = "/api/v1/runner/jobs/{job}/pipeline", tag = "runner",
     params(("job" = Uuid, Path), LogQuery),
-    request_body(content = String, content_type = "application/json", description = "What the generator printed: {\"jobs\": [...]}"),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "What the generator printed, as it printed it: a pipeline ({\"jobs\": [...]}) or anything else, which fails Create Jobs with the reason"),
     responses(
         (status = 200, description = "Create Jobs as it ended: finished (the jobs joined the build) or failure (the output was not a valid pipeline; the reason is in its message and log)", body = JobView),
     ))]
