@@ -125,6 +125,32 @@ async fn each_route_declared_for_the_contract_is_an_operation_and_each_operation
             "{method} {path} is documented but has no entry in ROUTES, so its errors are not derived"
         );
     }
+    // Nothing in the document is a bare null (an example or a value's allowed set aside): a
+    // null where an object belongs makes the whole document invalid to strict readers.
+    fn nulls(v: &Value, at: &str, out: &mut Vec<String>) {
+        match v {
+            Value::Null => out.push(at.to_string()),
+            Value::Object(o) => {
+                for (k, v) in o {
+                    if !matches!(
+                        k.as_str(),
+                        "example" | "examples" | "const" | "enum" | "default"
+                    ) {
+                        nulls(v, &format!("{at}/{k}"), out);
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    nulls(v, &format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    nulls(&doc, "", &mut found);
+    assert!(found.is_empty(), "null members: {found:?}");
     let mut ids: Vec<&str> = ops
         .iter()
         .filter_map(|(_, _, op)| op["operationId"].as_str())

@@ -1426,7 +1426,11 @@ fn derive_operations(doc: &mut Value) {
                 op["requestBody"]["required"] = json!(false);
             }
             // Raw bytes, limited as a whole by the body limit (413).
-            if let Some(raw) = op["requestBody"]["content"].get_mut(super::BYTES) {
+            if let Some(raw) = op
+                .get_mut("requestBody")
+                .and_then(|b| b.get_mut("content"))
+                .and_then(|c| c.get_mut(super::BYTES))
+            {
                 raw["schema"] = json!({"type": "string", "format": "binary"});
             }
             let params = op["parameters"].as_array().cloned().unwrap_or_default();
