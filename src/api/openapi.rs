@@ -18,7 +18,7 @@ use crate::domain::{Plane, Rules};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "reeve", description = "An event-sourced control plane for jobs and watches. Errors are application/problem+json with a stable `code`; each operation lists the statuses it can answer and, for each, the exact `code`s. Every route also answers 405 `method_not_allowed` (with `Allow`) to a method it does not serve, 404 `route_not_found` off its paths, and 500 `internal` if reeve hits a bug. String limits are bytes of UTF-8 (exact for ASCII; JSON Schema counts characters)."),
+    info(title = "reeve", description = "An event-sourced control plane for jobs and watches. Errors are application/problem+json with a stable `code`; each operation lists the statuses it can answer and, for each, the exact `code`s. Every route also answers 405 `method_not_allowed` (with `Allow`) to a method it does not serve, 404 `route_not_found` off its paths, and 500 `internal` if reeve hits a bug or cannot read its own disk. String limits are bytes of UTF-8 (exact for ASCII; JSON Schema counts characters)."),
     paths(
         super::healthz,
         watches::list_or_lookup, watches::show, watches::create, watches::update,

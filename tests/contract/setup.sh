@@ -10,8 +10,15 @@ stamp="$venv/.reeve-requirements"
 if [ -x "$venv/bin/schemathesis" ] && [ -f "$stamp" ] && cmp -s "$stamp" "$requirements"; then
     exit 0
 fi
-python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    --no-deps --requirement "$requirements"
+if python3 -m venv "$venv" 2>/dev/null; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --no-deps --requirement "$requirements"
+else
+    # Debian's python3 may lack ensurepip (python3-venv): a venv without pip, filled by the
+    # system's pip.
+    python3 -m venv --clear --without-pip "$venv"
+    python3 -m pip --python "$venv/bin/python" install --quiet --disable-pip-version-check \
+        --no-deps --requirement "$requirements"
+fi
 "$venv/bin/schemathesis" --version
 cp "$requirements" "$stamp"
