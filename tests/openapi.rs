@@ -90,6 +90,16 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     out
 }
 
+fn operations_ids(doc: &Value) -> Vec<&str> {
+    doc["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(_, item)| item.as_object().into_iter().flatten())
+        .filter_map(|(_, op)| op["operationId"].as_str())
+        .collect()
+}
+
 /// The codes the document lists for one status of an operation.
 fn codes(op: &Value, status: u16) -> Vec<String> {
     op["responses"][status.to_string()]["content"]["application/problem+json"]["schema"]["allOf"][1]
@@ -221,8 +231,30 @@ async fn every_error_status_lists_its_codes_and_every_operation_behind_a_token_l
             "PATCH /watches/{{id}} lists {status} {code}"
         );
     }
-    // A route that names its watch by id cannot be ambiguous about which.
+    // A route that names its watch by id cannot be ambiguous about which, and a listing
+    // never lacks a key.
     assert!(!codes(patch, 400).contains(&"ambiguous_to_uri".to_string()));
+    let list = &doc["paths"]["/api/v1/watches"]["get"];
+    assert!(codes(list, 400).contains(&"ambiguous_to_uri".to_string()));
+    assert!(!codes(list, 400).contains(&"watch_key_required".to_string()));
+    let by_uri = &doc["paths"]["/api/v1/watches"]["delete"];
+    assert!(codes(by_uri, 400).contains(&"watch_key_required".to_string()));
+    // Every link leads to an operation of the document.
+    let ids: Vec<&str> = operations_ids(&doc);
+    let mut links = 0;
+    for (path, method, op) in operations(&doc) {
+        for (status, response) in op["responses"].as_object().expect("responses") {
+            for (name, link) in response["links"].as_object().into_iter().flatten() {
+                links += 1;
+                let target = link["operationId"].as_str().unwrap_or_default();
+                assert!(
+                    ids.contains(&target),
+                    "{method} {path} {status} links {name} to {target}, which is no operation"
+                );
+            }
+        }
+    }
+    assert!(links >= 30, "{links} links");
     let show = &doc["paths"]["/api/v1/projects/{project}/builds/{build}"]["get"];
     assert!(codes(show, 400).contains(&"invalid_build_id".to_string()));
     let claim = &doc["paths"]["/api/v1/runner/claim"]["post"];
