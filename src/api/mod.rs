@@ -197,17 +197,113 @@ pub fn rfc3339(ms: Millis) -> String {
     }
 }
 
+/// An RFC 3339 date-time (what the document's `format: date-time` admits, no more, no less):
+/// `T`/`Z` in either case, any number of fraction digits (reeve keeps milliseconds), a leap
+/// second only at 23:59:60 UTC. One past the last instant reeve can represent (year 9999 with
+/// an offset) is that last instant: it means "never" either way.
 pub fn parse_rfc3339(field: &str, s: &str) -> Result<Millis, Problem> {
-    s.parse::<jiff::Timestamp>()
-        .map(|t| t.as_millisecond())
-        .map_err(|e| Problem {
-            field: Some(field.to_string()),
-            ..Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_expires_at",
-                format!("{field} must be an RFC 3339 time such as 2026-12-31T00:00:00Z: {e}"),
-            )
-        })
+    let refuse = |why: String| Problem {
+        field: Some(field.to_string()),
+        ..Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_expires_at",
+            format!("{field} must be an RFC 3339 time such as 2026-12-31T00:00:00Z: {why}"),
+        )
+    };
+    let shape = rfc3339_shape(s).ok_or_else(|| refuse(format!("{s:?} is not one")))?;
+    // jiff reads at most nine fraction digits; reeve keeps three.
+    let mut text = s.to_string();
+    if let Some((start, len)) = shape.fraction
+        && len > 9
+    {
+        text.replace_range(start + 9..start + len, "");
+    }
+    if shape.leap_second {
+        // 23:59:60 UTC is the last second of its day; reeve's clock has none, so 23:59:59.
+        let utc = text
+            .replacen(":60", ":59", 1)
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| refuse(e.to_string()))?;
+        let (h, m) = {
+            let t = utc.to_zoned(jiff::tz::TimeZone::UTC);
+            (t.hour(), t.minute())
+        };
+        if (h, m) != (23, 59) {
+            return Err(refuse("a leap second is 23:59:60 UTC".into()));
+        }
+        return Ok(utc.as_millisecond());
+    }
+    match text.parse::<jiff::Timestamp>() {
+        Ok(t) => Ok(t.as_millisecond()),
+        Err(_)
+            if s.starts_with("9999-")
+                && jiff::civil::Date::strptime("%Y-%m-%d", &s[..10]).is_ok() =>
+        {
+            // The last whole second reeve can represent (and write back as a time).
+            Ok(jiff::Timestamp::MAX.as_second() * 1000)
+        }
+        Err(e) => Err(refuse(e.to_string())),
+    }
+}
+
+/// Where an RFC 3339 date-time's optional parts are, if `s` has its shape:
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
+struct Rfc3339Shape {
+    /// Start and length of the fraction's digits.
+    fraction: Option<(usize, usize)>,
+    leap_second: bool,
+}
+
+fn rfc3339_shape(s: &str) -> Option<Rfc3339Shape> {
+    let b = s.as_bytes();
+    let digits = |from: usize, n: usize| {
+        b.get(from..from + n)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let at = |i: usize, c: u8| b.get(i).is_some_and(|x| x.eq_ignore_ascii_case(&c));
+    let shaped = digits(0, 4)
+        && at(4, b'-')
+        && digits(5, 2)
+        && at(7, b'-')
+        && digits(8, 2)
+        && at(10, b'T')
+        && digits(11, 2)
+        && at(13, b':')
+        && digits(14, 2)
+        && at(16, b':')
+        && digits(17, 2);
+    if !shaped {
+        return None;
+    }
+    let number = |from: usize| s[from..from + 2].parse::<u8>().ok();
+    if number(11)? > 23 || number(14)? > 59 || number(17)? > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut fraction = None;
+    if at(i, b'.') {
+        let len = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if len == 0 {
+            return None;
+        }
+        fraction = Some((i + 1, len));
+        i += 1 + len;
+    }
+    let zone = if at(i, b'Z') {
+        i + 1 == b.len()
+    } else {
+        matches!(b.get(i), Some(b'+' | b'-'))
+            && digits(i + 1, 2)
+            && at(i + 3, b':')
+            && digits(i + 4, 2)
+            && i + 6 == b.len()
+            && number(i + 1)? <= 23
+            && number(i + 4)? <= 59
+    };
+    zone.then_some(Rfc3339Shape {
+        fraction,
+        leap_second: number(17)? == 60,
+    })
 }
 
 /// The principal behind the request's bearer token, or 401.
