@@ -670,3 +670,24 @@ async fn an_agent_write_over_a_limit_is_a_tool_error_and_changes_nothing() {
     assert_eq!(s.all_watches(&s.admin).await.len(), 1);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_counts_bytes_not_characters() {
+    let mut s = server().await;
+    // 101 characters, 202 bytes: over a 200-byte limit although JSON Schema's maxLength, which
+    // counts characters, would let it by (the document says limits are bytes).
+    let name = "é".repeat(bounds::PROJECT_NAME / 2 + 1);
+    assert!(name.chars().count() <= bounds::PROJECT_NAME && name.len() > bounds::PROJECT_NAME);
+    let r = s
+        .post(&s.admin, "/projects", json!({"id": "bytes", "name": name}))
+        .await;
+    assert_too_long(&r, "name", name.len(), bounds::PROJECT_NAME);
+    let r = s.get(&s.admin, "/projects/bytes").await;
+    assert_problem(&r, 404, "project_not_found");
+    // At the limit in bytes: accepted.
+    let name = "é".repeat(bounds::PROJECT_NAME / 2);
+    s.post(&s.admin, "/projects", json!({"id": "bytes", "name": name}))
+        .await
+        .expect(201);
+    s.shutdown().await;
+}

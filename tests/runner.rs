@@ -1017,3 +1017,47 @@ async fn a_log_chunk_is_bytes_of_at_most_the_body_limit() {
     .await;
     assert_eq!(r.expect(200)["length"], 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_named_in_the_form_reeve_wrote_it() {
+    let (s, runner) = server_p().await;
+    s.trigger_build(&s.admin, "p", pipeline(&[("a", &[])]))
+        .await;
+    let c = s.claim(&runner).await.expect("a job to claim");
+    let job = str_field(&c["job"], "id");
+    let lease = str_field(&c, "lease_id");
+    let simple = lease.replace('-', "");
+    let r = s
+        .post(
+            &runner,
+            &format!("/runner/jobs/{job}/heartbeat"),
+            json!({"lease_id": simple}),
+        )
+        .await;
+    assert_field_problem(&r, "invalid_body", "lease_id");
+    let before = s.job_now("p", &job).await;
+    let r = s
+        .post(
+            &runner,
+            &format!("/runner/jobs/{job}/finish"),
+            json!({"lease_id": simple, "state": "finished"}),
+        )
+        .await;
+    assert_field_problem(&r, "invalid_body", "lease_id");
+    assert_eq!(
+        s.job_now("p", &job).await,
+        before,
+        "a refused finish ended the job"
+    );
+    let r = fetch(
+        s.call(
+            reqwest::Method::POST,
+            &runner,
+            &format!("/runner/jobs/{job}/log?lease_id={simple}"),
+        )
+        .body("x"),
+    )
+    .await;
+    assert_problem(&r, 400, "invalid_query");
+    s.heartbeat(&runner, &job, &lease).await.expect(200);
+}

@@ -1221,3 +1221,36 @@ async fn bodies_are_json_and_answers_what_the_caller_accepts() {
         fetch(rb).await.expect(201);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uri_starts_with_its_scheme_and_holds_no_control_character() {
+    let s = server_pq().await;
+    let before = s.all_watches(&s.admin).await;
+    for (field, bad) in [
+        ("to_uri", "\u{1}viking://res/a"),
+        ("to_uri", "viking://res/a\tb"),
+        ("source", "https://git.example.com/\nx"),
+        ("source", "\u{7f}https://git.example.com/x"),
+        ("to_uri", "//res/a"),
+    ] {
+        let mut body = watch_body("p", "viking://res/ok");
+        body[field] = json!(bad);
+        let r = s.create_watch(&s.admin, body).await;
+        assert_field_problem(&r, &format!("invalid_{field}"), field);
+    }
+    assert_eq!(s.all_watches(&s.admin).await, before);
+    // Spaces and query and fragment characters are part of a target (the CLI test has one).
+    for (i, good) in [
+        "viking://res/my docs?lang=en&v=2#top",
+        "urn:x",
+        "x:",
+        "file:///etc/x",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = watch_body("p", good);
+        body["source"] = json!(format!("https://s.example.com/{i}"));
+        s.create_watch(&s.admin, body).await.expect(201);
+    }
+}

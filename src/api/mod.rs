@@ -684,6 +684,18 @@ pub fn parse_uuid(raw: &str) -> Option<Uuid> {
         .flatten()
 }
 
+/// A UUID field of a body or query, read as [`parse_uuid`] reads an id: in its hyphenated form
+/// only, what the document's `format: uuid` says.
+pub fn hyphenated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
+    let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+    parse_uuid(&s).ok_or_else(|| {
+        serde::de::Error::invalid_value(
+            serde::de::Unexpected::Str(&s),
+            &"a UUID such as 01a20400-ed62-75c0-b06b-69a06960e3c6",
+        )
+    })
+}
+
 /// The refusal for a body that could not be read.
 pub fn unreadable_body(e: BytesRejection) -> Problem {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

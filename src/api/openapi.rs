@@ -678,6 +678,43 @@ pub fn min_interval_minutes(floor_secs: u64) -> f64 {
     m
 }
 
+/// A character that is neither a control character nor white space (nor any of `$extra`): what
+/// a URL may end with (Unicode `White_Space`, as Rust's `str::trim` sees it).
+macro_rules! not_space {
+    ($extra:literal) => {
+        concat!(
+            "[^",
+            $extra,
+            "\\x00-\\x20\\x7f\\x85\\xa0\\u1680\\u2000-\\u200a",
+            "\\u2028\\u2029\\u202f\\u205f\\u3000]"
+        )
+    };
+}
+
+/// A watch's `source` and `to_uri`: an absolute URL as reeve reads one (the WHATWG URL
+/// standard, which takes spaces in a path, so not RFC 3986's `format: uri`): a scheme, `:`,
+/// then `//host/...`, a path or nothing; no control characters, no white space at either end
+/// (`api::watches::uri_shape` and the domain's parse). It leaves out some URLs reeve takes
+/// (a port, user info) so that what it admits is what reeve accepts; a host of a special
+/// scheme (http, https, ws, wss, ftp, file) must also be a host name or an IPv4 address.
+pub const URI_PATTERN: &str = concat!(
+    "^[A-Za-z][A-Za-z0-9+.-]*:(",
+    "//[A-Za-z0-9.-]*(/([^\\x00-\\x1f\\x7f]*",
+    not_space!(""),
+    ")?)?",
+    "|",
+    not_space!("/"),
+    "([^\\x00-\\x1f\\x7f]*",
+    not_space!(""),
+    ")?",
+    "|/(",
+    not_space!("/"),
+    "([^\\x00-\\x1f\\x7f]*",
+    not_space!(""),
+    ")?)?",
+    ")?$",
+);
+
 /// The visible-ASCII form `Idempotency-Key` must have.
 pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]+$";
 
@@ -733,7 +770,7 @@ fn limit_fields(doc: &mut Value, rules: &Rules) {
         "maxLength": bounds::PROJECT_ID,
         "pattern": project_id_pattern(),
     });
-    let uri = json!({"format": "uri", "minLength": 1, "maxLength": bounds::URI});
+    let uri = json!({"minLength": 2, "maxLength": bounds::URI, "pattern": URI_PATTERN});
     let job_name =
         json!({"minLength": 1, "maxLength": bounds::JOB_NAME, "pattern": JOB_NAME_PATTERN});
     let command = json!({"minLength": 1, "maxLength": bounds::RUN, "pattern": NOT_BLANK_PATTERN});

@@ -53,6 +53,7 @@ pub struct Claimed {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatBody {
+    #[serde(deserialize_with = "super::hyphenated")]
     pub lease_id: Uuid,
 }
 
@@ -67,6 +68,7 @@ pub struct HeartbeatAnswer {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"lease_id": "01a20400-ed62-75c0-b06b-69a06960e3c9", "state": "failure", "exit_code": 2}))]
 pub struct FinishBody {
+    #[serde(deserialize_with = "super::hyphenated")]
     pub lease_id: Uuid,
     /// finished, failure, error or killed
     pub state: JobState,
@@ -243,6 +245,7 @@ pub const LOG_CAP: u64 = 16 * 1024 * 1024;
 #[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// The lease the runner holds on the job.
+    #[serde(deserialize_with = "super::hyphenated")]
     pub lease_id: Uuid,
 }
 

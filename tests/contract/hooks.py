@@ -1,7 +1,11 @@
 """What the REST contract test tells schemathesis beyond the OpenAPI document.
 
-Two things, both narrow:
+Three things, all narrow:
 
+- That an `Idempotency-Key` names one request: a client draws a new key for each new request,
+  so a case that is not about the key gets a fresh one. Otherwise every case would repeat the
+  few keys the generator likes (one per operation in the coverage phase), and the server would
+  rightly answer most of them 422 `idempotency_key_reused` instead of judging the case.
 - How to read `application/x-ndjson` (the audit export), so its lines are checked against
   the document like every other answer.
 - Which refusals a request can get although every part of it fits the schema. The document
@@ -14,8 +18,10 @@ import atexit
 import collections
 import json
 import sys
+import uuid
 
 import schemathesis
+from schemathesis.core.parameters import ParameterLocation
 from schemathesis.openapi.checks import RejectedPositiveData
 
 # (status, code) -> why a schema-valid request can get it.
@@ -47,6 +53,26 @@ def report():
         lines = [f"  {count:5}  {status} {code}" for (status, code), count in FORGIVEN.most_common()]
         print("Refusals of schema-valid requests that the document lists as state-dependent:", file=sys.stderr)
         print("\n".join(lines), file=sys.stderr)
+
+
+KEY = "idempotency-key"
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    name = next((k for k in (case.headers or {}) if k.lower() == KEY), None)
+    meta = case.meta
+    if name is None or meta is None:
+        return
+    data = meta.phase.data
+    targeted = [data.parameter, *(m.parameter for m in getattr(data, "mutations", ()))]
+    if any((p or "").lower() == KEY for p in targeted):
+        return
+    # A header made invalid on purpose, with no word on which: leave them all as drawn.
+    header = meta.components.get(ParameterLocation.HEADER)
+    if header is not None and header.mode.is_negative and not getattr(data, "mutations", ()):
+        return
+    case.headers[name] = str(uuid.uuid4())
 
 
 def problem(response):
