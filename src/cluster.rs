@@ -104,18 +104,7 @@ async fn bucket(
         discard: stream::DiscardPolicy::New,
         ..Default::default()
     };
-    let mut tries = 0;
-    loop {
-        match js.get_or_create_stream(config.clone()).await {
-            Ok(_) => break,
-            Err(e) if tries < 50 => {
-                tries += 1;
-                tracing::debug!(error = %e, bucket = name, "the bucket is not ready yet");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(failed(name, e)),
-        }
-    }
+    crate::log::jetstream::ensure_stream(js, config).await?;
     js.get_key_value(name).await.map_err(|e| failed(name, e))
 }
 

@@ -294,6 +294,23 @@ async fn a_killed_leader_is_replaced_and_no_acknowledged_command_is_lost() {
     addrs.lock().retain(|a| *a != c.nodes[leader].addr);
     c.nodes[leader].kill();
     let live: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+    // Until another node takes the key (it lives for the lease), a write gets 503 at once,
+    // with when to come back, and changes nothing.
+    let r = c
+        .http
+        .post(c.nodes[live[0]].url("/projects"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"id": "while-nobody-leads"}))
+        .send()
+        .await
+        .expect("the follower answers, not hangs");
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = r.json().await.expect("a problem");
+    assert_eq!(body["code"], "no_leader", "{body}");
     let (new_leader, took) = c
         .wait_leader(&live, Duration::from_secs(15))
         .await
@@ -307,6 +324,11 @@ async fn a_killed_leader_is_replaced_and_no_acknowledged_command_is_lost() {
         w.await.expect("a load worker");
     }
     check_log(&c, &live, &acked).await;
+    let (status, _) = c
+        .get(live[0], "/projects/while-nobody-leads")
+        .await
+        .expect("answers");
+    assert_eq!(status, 404, "the refused write changed nothing");
 
     // The killed node comes back, catches up from the stream, and agrees.
     c.nodes[leader].restart();

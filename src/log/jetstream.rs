@@ -101,19 +101,7 @@ impl StreamLog {
             allow_direct: true,
             ..Default::default()
         };
-        // The cluster may still be electing its meta leader right after it starts: retry.
-        let mut tries = 0;
-        loop {
-            match js.get_or_create_stream(config.clone()).await {
-                Ok(_) => break,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    tracing::debug!(error = %e, "the log's stream is not ready yet");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(unavailable(format!("cannot open stream {stream}: {e}"))),
-            }
-        }
+        ensure_stream(&js, config).await?;
         Ok(StreamLog {
             client,
             js,
@@ -256,25 +244,7 @@ impl StreamLog {
         impl futures_util::Stream<Item = Result<(Commit, Vec<u8>), LogError>> + use<>,
         LogError,
     > {
-        let failed = |e: String| LogError::Failed(format!("stream {}: {e}", self.stream));
-        let stream = self
-            .js
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from.max(1),
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        let messages = ordered_from(&self.js, &self.stream, from).await?;
         let mut expect = (from.max(1), prev);
         Ok(messages.map(move |m| {
             let m = m.map_err(|e| LogError::Failed(format!("following the log: {e}")))?;
@@ -343,22 +313,7 @@ impl JobLogStream {
             discard: stream::DiscardPolicy::New,
             ..Default::default()
         };
-        let mut tries = 0;
-        loop {
-            match js.get_or_create_stream(config.clone()).await {
-                Ok(_) => break,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    tracing::debug!(error = %e, "the output stream is not ready yet");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => {
-                    return Err(LogError::Failed(format!(
-                        "NATS cluster: cannot open stream {stream}: {e}"
-                    )));
-                }
-            }
-        }
+        ensure_stream(&js, config).await?;
         Ok(JobLogStream {
             js,
             stream: stream.to_string(),
@@ -410,25 +365,7 @@ impl JobLogStream {
         from: u64,
     ) -> Result<impl futures_util::Stream<Item = Result<LogChunk, LogError>> + use<>, LogError>
     {
-        let failed = |e: String| LogError::Failed(format!("stream {}: {e}", self.stream));
-        let stream = self
-            .js
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from.max(1),
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        let messages = ordered_from(&self.js, &self.stream, from).await?;
         let prefix = format!("{}.", self.stream);
         Ok(messages.map(move |m| {
             let m = m.map_err(|e| LogError::Failed(format!("following job output: {e}")))?;
@@ -457,4 +394,52 @@ impl JobLogStream {
             }
         }))
     }
+}
+
+/// Opens a stream, creating it with `config` on first use. Right after the cluster starts it
+/// may still be electing its meta leader, so this tries again for a while.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<(), LogError> {
+    let mut tries = 0;
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 50 => {
+                tries += 1;
+                tracing::debug!(error = %e, stream = %config.name, "the stream is not ready yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                return Err(LogError::Failed(format!(
+                    "NATS cluster: cannot open stream {}: {e}",
+                    config.name
+                )));
+            }
+        }
+    }
+}
+
+/// Every message of `stream` from its sequence `from` on, in order, as they arrive (an
+/// ordered consumer, which the client re-creates across reconnects and leader changes).
+async fn ordered_from(
+    js: &jetstream::Context,
+    stream: &str,
+    from: u64,
+) -> Result<jetstream::consumer::pull::Ordered, LogError> {
+    let failed = |e: String| LogError::Failed(format!("stream {stream}: {e}"));
+    let consumer = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    consumer.messages().await.map_err(|e| failed(e.to_string()))
 }
