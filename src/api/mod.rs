@@ -35,8 +35,8 @@ use crate::limits::{Bucket, Quotum, RateLimits};
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = crate::domain::bounds::BODY;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// Sent by the `reeve` command line (`Reeve-Plane: cli`) so its requests are admitted and
-/// audited on the `cli` plane rather than `rest`.
+/// Sent by the `reeve` command line (`Reeve-Plane: cli`) and the console (`Reeve-Plane: web`)
+/// so their requests are admitted and audited on their own plane rather than `rest`.
 pub const PLANE_HEADER: HeaderName = HeaderName::from_static("reeve-plane");
 
 #[derive(Clone)]
@@ -201,18 +201,20 @@ pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<Principal, Pro
     Ok(crate::auth::authenticate(state, secret, now_ms())?)
 }
 
-/// The plane of a request that came through the REST door: `rest`, or `cli` when the
-/// `reeve` command line says so with `Reeve-Plane: cli`. Any other value is refused rather
-/// than ignored, so the audit trail never records a plane the client did not ask for.
-/// The MCP and runner doors have planes of their own and do not read the header.
+/// The plane of a request that came through the REST door: `rest`, `cli` when the `reeve`
+/// command line says so with `Reeve-Plane: cli`, or `web` when the console says
+/// `Reeve-Plane: web`. Any other value is refused rather than ignored, so the audit trail
+/// never records a plane the client did not ask for. The MCP and runner doors have planes of
+/// their own and do not read the header.
 pub fn rest_plane(headers: &HeaderMap) -> Result<Plane, Problem> {
     match headers.get(&PLANE_HEADER) {
         None => Ok(Plane::Rest),
         Some(v) if v.as_bytes() == b"cli" => Ok(Plane::Cli),
+        Some(v) if v.as_bytes() == b"web" => Ok(Plane::Web),
         Some(v) => Err(Problem::bad_request(
             "invalid_header",
             format!(
-                "Reeve-Plane must be \"cli\" (what the reeve command line sends) or absent; got {:?}",
+                "Reeve-Plane must be \"cli\" (what the reeve command line sends), \"web\" (what the console sends) or absent; got {:?}",
                 String::from_utf8_lossy(v.as_bytes())
             ),
         )),

@@ -9,7 +9,7 @@ use super::{audit, builds, problem, projects, runner, tokens, watches};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "reeve", description = "An event-sourced control plane for jobs and watches. Errors are application/problem+json with a stable `code`. A request to the REST routes may carry `Reeve-Plane: cli` (the reeve command line sends it) to be admitted and audited on the cli plane; any other value of that header is 400 `invalid_header`."),
+    info(title = "reeve", description = "An event-sourced control plane for jobs and watches. Errors are application/problem+json with a stable `code`. A request to the REST routes may carry `Reeve-Plane: cli` (the reeve command line sends it) or `Reeve-Plane: web` (the console sends it) to be admitted and audited on that plane; any other value of that header is 400 `invalid_header`."),
     paths(
         super::healthz,
         watches::list_or_lookup, watches::show, watches::create, watches::update,
