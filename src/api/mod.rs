@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod builds;
+pub mod events;
 pub mod openapi;
 pub mod problem;
 pub mod projects;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(projects::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
+        .merge(events::routes())
         .merge(builds::routes())
         .merge(runner::routes())
         .nest("/mcp", builds::mcp_routes())

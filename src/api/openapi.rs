@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, builds, problem, projects, runner, tokens, watches};
+use super::{audit, builds, events, problem, projects, runner, tokens, watches};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use super::{audit, builds, problem, projects, runner, tokens, watches};
         runner::claim, runner::heartbeat, runner::finish, runner::append_log, runner::upload_pipeline,
         tokens::list, tokens::create, tokens::revoke,
         audit::list, audit::export, audit::digest,
+        events::stream,
     ),
     components(schemas(problem::ProblemDoc)),
     modifiers(&Bearer, &McpNamespace),
