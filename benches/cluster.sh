@@ -117,6 +117,7 @@ for k in $(seq "$KILLS"); do
     LEAD=$(leader)
     n=${LEAD#r}
     kill -9 "${NODE_PID[$n]}"
+    wait "${NODE_PID[$n]}" 2>/dev/null || true
     start=$(date +%s%N)
     while :; do
         now=$(leader)

@@ -180,6 +180,12 @@ impl Server {
             }
             None => None,
         };
+        if node.is_some() && cfg.sync == SyncMode::Durable {
+            // The cluster's stream is the durable log: a group is acknowledged once a majority
+            // of its replicas hold it, and this node's store is a copy that catches up from the
+            // stream after a crash. Syncing the copy too would only add a wait.
+            cfg.sync = SyncMode::Interval;
+        }
         let options = Options {
             cluster: node.as_ref().map(|(_, link)| link.clone()),
             sync: cfg.sync,
