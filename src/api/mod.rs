@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod builds;
 pub mod events;
+pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod projects;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// Turns true when the server shuts down, so long-polls answer at once.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// What `/metrics` serves, and who may scrape it.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The REST door's routes. The server merges them with the MCP door's and wraps both in
@@ -65,6 +68,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(healthz))
+        .route("/readyz", get(metrics::ready))
+        .route("/metrics", get(metrics::serve))
         .route("/openapi.json", get(openapi::serve))
         .fallback(route_not_found)
         .layer(middleware::map_response(errors_as_problems))
@@ -72,9 +77,12 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// What every request passes through, whichever door it is for: tracing, its request id, the
-/// body limit, and a problem document instead of a dropped connection if a handler panics.
-pub fn layers(doors: Router) -> Router {
+/// body limit, its count and time in the metrics, and a problem document instead of a dropped
+/// connection if a handler panics.
+pub fn layers(doors: Router, metrics: Arc<metrics::Metrics>) -> Router {
     doors
+        // Inside the other layers, so a panic's 500 and a refused body's 413 are counted too.
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -338,6 +346,9 @@ pub async fn submit_on(
     } else {
         (plane, None)
     };
+    if plane == Plane::Runner {
+        app.metrics.runner_seen(principal);
+    }
     let bucket = if plane == Plane::Runner {
         Bucket::Default
     } else {

@@ -114,6 +114,7 @@ pub async fn claim(
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut changes = app.control.subscribe();
+    let mut waiting = None;
     loop {
         // Polling is not a change: only submit when a job is there to take (or to have a
         // refusal audited).
@@ -121,6 +122,9 @@ pub async fn claim(
             let state = app.control.state();
             let principal = authenticate(&state, &headers)?;
             let caller = state.caller(principal, now_ms())?;
+            if waiting.is_none() && state.admit(&caller, Plane::Runner).is_ok() {
+                waiting = app.metrics.runner_waiting(principal);
+            }
             state.admit(&caller, Plane::Runner).is_err() || state.claimable(&caller).is_some()
         };
         if worth_submitting {
