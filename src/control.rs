@@ -59,6 +59,12 @@ impl Submission {
     }
 }
 
+tokio::task_local! {
+    /// The seq of the last commit a submission in this task made, for a door that scopes it
+    /// around a request to tell the caller (`Reeve-Seq`).
+    pub static COMMIT_SEQ: std::cell::Cell<Option<u64>>;
+}
+
 /// The answer to a submission. `seq` is `None` when nothing new was written: an
 /// `Idempotency-Key` replayed an earlier answer, a refusal only counted towards its coalescing
 /// window, or a heartbeat renewed a lease (renewals live in the writer's memory).
@@ -219,6 +225,13 @@ struct InFlight<'a>(&'a AtomicUsize);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Records a committed answer's seq for the request around it, if a door asked.
+fn note_seq(answer: &Result<Submitted, ControlError>) {
+    if let Ok(Submitted { seq: Some(seq), .. }) = answer {
+        let _ = COMMIT_SEQ.try_with(|c| c.set(Some(*seq)));
     }
 }
 
@@ -770,13 +783,18 @@ impl Control {
             let start = std::time::Instant::now();
             while start.elapsed() < REPLY_SPIN {
                 match rx.try_recv() {
-                    Ok(answer) => return answer,
+                    Ok(answer) => {
+                        note_seq(&answer);
+                        return answer;
+                    }
                     Err(oneshot::error::TryRecvError::Closed) => return Err(ControlError::Closed),
                     Err(oneshot::error::TryRecvError::Empty) => tokio::task::yield_now().await,
                 }
             }
         }
-        rx.await.map_err(|_| ControlError::Closed)?
+        let answer = rx.await.map_err(|_| ControlError::Closed)?;
+        note_seq(&answer);
+        answer
     }
 
     /// The readable state. Hold the guard briefly and never across an `.await`.

@@ -274,6 +274,7 @@ impl Server {
                 .merge(cluster_route),
             metrics.clone(),
         );
+        let app = app.layer(axum::middleware::from_fn(commit_seq));
         let app = match &node {
             Some(node) => app.layer(axum::middleware::from_fn_with_state(
                 crate::cluster::Gate {
@@ -401,6 +402,27 @@ fn starting(path: &str) -> axum::response::Response {
     }
     api::metrics::not_ready("reeve is opening its log and is not serving yet; retry shortly")
         .into_response()
+}
+
+/// Tells the caller of a request that made a commit which one: `Reeve-Seq` (the last, if it
+/// made several). A reader can then wait for that seq on any node (`Reeve-Head`).
+async fn commit_seq(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (mut resp, seq) = crate::control::COMMIT_SEQ
+        .scope(std::cell::Cell::new(None), async {
+            let resp = next.run(req).await;
+            (resp, crate::control::COMMIT_SEQ.with(std::cell::Cell::get))
+        })
+        .await;
+    if let Some(seq) = seq {
+        resp.headers_mut().insert(
+            axum::http::HeaderName::from_static("reeve-seq"),
+            axum::http::HeaderValue::from(seq),
+        );
+    }
+    resp
 }
 
 /// Cluster mode: the admin token (`REEVE_ADMIN_TOKEN`, the same on every node) is registered

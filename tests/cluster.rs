@@ -254,10 +254,22 @@ async fn create_project(c: &Cluster, on: usize) {
         .expect("the node answers");
     let status = r.status().as_u16();
     let seq = r.headers().get("reeve-head").cloned();
+    let commit = r
+        .headers()
+        .get("reeve-seq")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     assert_eq!(status, 201, "{}", r.text().await.unwrap_or_default());
     assert!(
         seq.is_some(),
         "an answer says how far its node's log reaches"
+    );
+    // The commit is named, and the node that answered (leader or not) has applied it.
+    let commit = commit.expect("a write's answer names its commit");
+    let head = c.head(on).await.expect("the node answers");
+    assert!(
+        head >= commit,
+        "node head {head} is behind the answer's commit {commit}"
     );
     // Read your own write on the node you asked, leader or not.
     let (status, _) = c.get(on, "/projects/p").await.expect("answers");
