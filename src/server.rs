@@ -271,7 +271,8 @@ impl Server {
         let app = api::layers(
             api::router(state.clone())
                 .merge(crate::mcp::router(state, cfg.mcp.clone()))
-                .merge(cluster_route),
+                .merge(cluster_route)
+                .merge(crate::console::router()),
             metrics.clone(),
         );
         let app = app.layer(axum::middleware::from_fn(commit_seq));

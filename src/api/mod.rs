@@ -11,6 +11,7 @@ pub mod projects;
 pub mod runner;
 pub mod tokens;
 pub mod watches;
+pub mod whoami;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tokens::routes())
         .merge(audit::routes())
         .merge(events::routes())
+        .merge(whoami::routes())
         .merge(builds::routes())
         .merge(runner::routes())
         .nest("/mcp", builds::mcp_routes())

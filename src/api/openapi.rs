@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, builds, events, problem, projects, runner, tokens, watches};
+use super::{audit, builds, events, problem, projects, runner, tokens, watches, whoami};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,7 +19,7 @@ use super::{audit, builds, events, problem, projects, runner, tokens, watches};
         builds::list, builds::show, builds::show_job, builds::job_log, builds::trigger, builds::restart_build,
         builds::abort_build, builds::restart_job, builds::rerun_job, builds::abort_job,
         runner::claim, runner::heartbeat, runner::finish, runner::append_log, runner::upload_pipeline,
-        tokens::list, tokens::create, tokens::revoke,
+        tokens::list, tokens::create, tokens::revoke, whoami::whoami,
         audit::list, audit::export, audit::digest,
         events::stream,
     ),
