@@ -221,7 +221,11 @@ async fn the_console_works_in_a_browser() {
             {"name": "prepare", "run": "echo preparing; sleep 3; echo prepared"},
             {"name": "build", "run": "for i in 1 2 3 4 5; do echo line $i; sleep 0.5; done; echo built",
              "depends_on": ["prepare"]},
-            {"name": "check", "run": "echo checking; exit 1", "depends_on": ["build"]},
+            {"name": "lint", "run": "echo style ok", "depends_on": ["prepare"]},
+            {"name": "test/unit", "run": "echo 41 passed", "depends_on": ["build"]},
+            {"name": "check", "run": "echo checking links; echo 2 broken links >&2; exit 1",
+             "depends_on": ["build"]},
+            {"name": "publish", "run": "echo publishing", "depends_on": ["test/unit", "lint", "check"]},
         ]),
     )
     .await;

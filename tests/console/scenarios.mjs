@@ -26,7 +26,7 @@ const browser = await chromium.launch({
     '--disable-sync',
   ],
 });
-const context = await browser.newContext({ viewport: { width: 1360, height: 860 } });
+const context = await browser.newContext({ viewport: { width: 1440, height: 860 } });
 const page = await context.newPage();
 page.setDefaultTimeout(20000);
 
@@ -73,7 +73,11 @@ async function signIn(token) {
 async function confirmDialog(fields = {}) {
   const dialog = page.locator('dialog.ask[open]');
   await dialog.waitFor();
-  for (const [name, value] of Object.entries(fields)) await dialog.locator(`[name="${name}"]`).fill(value);
+  for (const [name, value] of Object.entries(fields)) {
+    const field = dialog.locator(`[name="${name}"]`);
+    if ((await field.evaluate((el) => el.tagName)) === 'SELECT') await field.selectOption(value);
+    else await field.fill(value);
+  }
   await dialog.locator('button[type=submit]').click();
 }
 
@@ -112,7 +116,7 @@ await scenario('01-sign-in', async () => {
 
 await scenario('02-create-watch', async () => {
   await page.click('#new-watch');
-  await confirmDialog({ source: 'https://git.example.com/console', to_uri: uri, interval: '60', reason: 'made in the console' });
+  await confirmDialog({ project: 'docs', source: 'https://git.example.com/console', to_uri: uri, interval: '60', reason: 'made in the console' });
   await watchRow(uri).waitFor();
   assert((await watchRow(uri).locator('td.state').textContent()).includes('active'), 'the new watch is active');
 });
@@ -206,7 +210,10 @@ await scenario('09-audit-plane-web', async () => {
   assert(/^\d+:[0-9a-f]{64}$/.test(anchor), `anchor ${anchor}`);
   await page.selectOption('#audit-plane', 'web');
   await page.click('form.audit-filters button[type=submit]');
-  await page.waitForFunction(() => document.querySelectorAll('table.audit tbody tr[data-seq]').length > 0);
+  await page.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('table.audit tbody tr[data-seq]')];
+    return rows.length > 0 && rows.every((r) => r.dataset.plane === 'web');
+  });
   const planes = await page.locator('table.audit tbody tr[data-seq]').evaluateAll((rows) => rows.map((r) => r.dataset.plane));
   assert(planes.every((p) => p === 'web'), `planes ${planes}`);
   const ops = await page.locator('table.audit tbody tr[data-seq] details summary').allTextContents();

@@ -1,5 +1,5 @@
 // Building the page. Everything the API returns reaches the page as text nodes or attribute
-// values, never as markup: there is no innerHTML anywhere in the console.
+// values, never as markup: the console never asks the browser to parse HTML.
 
 /** An element with properties, listeners (`onclick: fn`) and children (strings become text). */
 export function h(tag, props, ...children) {

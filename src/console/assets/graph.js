@@ -5,10 +5,10 @@
 
 import { s } from './dom.js';
 
-const W = 176;
+const W = 152;
 const H = 38;
-const GAP_X = 64;
-const GAP_Y = 12;
+const GAP_X = 44;
+const GAP_Y = 22;
 const PAD = 16;
 
 /** Columns and rows for every job. */
@@ -65,7 +65,7 @@ export function layout(jobs) {
   };
 }
 
-function clip(name, n = 24) {
+function clip(name, n = 20) {
   return name.length > n ? `${name.slice(0, n - 1)}…` : name;
 }
 
