@@ -17,7 +17,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State as AxumState};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -25,11 +24,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::api::{self, AppState, Problem};
-use crate::control::{ClusterLink, Control};
+use crate::api::Problem;
+use crate::control::{ClusterLink, ClusterSnapshot, Control, NodeInfo};
 use crate::log::jetstream::StreamLog;
 
 /// The stream that holds the log.
@@ -64,17 +62,6 @@ pub struct ClusterConfig {
     pub node_name: String,
     /// Where other nodes reach this node's HTTP API (`host:port`).
     pub advertise: String,
-}
-
-/// What a node says of itself in the nodes bucket, and the leader in its key.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct NodeInfo {
-    pub name: String,
-    /// `host:port` of its HTTP API.
-    pub addr: String,
-    /// The last commit it has applied.
-    pub applied_seq: u64,
-    pub leads: bool,
 }
 
 /// This node's part in the cluster.
@@ -145,6 +132,10 @@ impl Node {
         let output =
             crate::log::jetstream::JobLogStream::open(&log, OUTPUT_STREAM, replicas).await?;
         let link = Arc::new(ClusterLink {
+            snapshot: RwLock::new(ClusterSnapshot {
+                node: config.node_name.clone(),
+                ..ClusterSnapshot::default()
+            }),
             output,
             log,
             runtime: tokio::runtime::Handle::current(),
@@ -383,7 +374,15 @@ impl Node {
                 Ok(Some(bytes)) => serde_json::from_slice::<NodeInfo>(&bytes).ok(),
                 _ => None,
             };
-            *self.leader.write() = leader;
+            *self.leader.write() = leader.clone();
+            let nodes = self.nodes().await;
+            let stream = self.link.log.status().await.ok();
+            *self.link.snapshot.write() = ClusterSnapshot {
+                node: self.config.node_name.clone(),
+                leader,
+                nodes,
+                stream,
+            };
             tokio::select! {
                 _ = stopped(&mut stop) => return,
                 _ = tokio::time::sleep(RENEW) => {}
@@ -603,83 +602,4 @@ async fn forward(g: &Gate, leader: &NodeInfo, req: Request) -> Response {
     out.body(Body::from(bytes)).unwrap_or_else(|_| {
         Problem::internal("the leader's answer could not be passed on").into_response()
     })
-}
-
-/// `GET /api/v1/cluster`: who leads, every node and how far it has applied the log, and the
-/// stream's replicas.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ClusterView {
-    /// `single` (no cluster) or `cluster`.
-    pub mode: String,
-    /// The node that answered.
-    pub node: String,
-    pub leader: Option<NodeInfo>,
-    pub nodes: Vec<NodeInfo>,
-    pub stream: Option<StreamView>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct StreamView {
-    pub name: String,
-    pub last_seq: u64,
-    pub replicas: usize,
-    /// The NATS server that leads the stream.
-    pub leader: Option<String>,
-    pub peers: Vec<PeerView>,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct PeerView {
-    pub name: String,
-    /// Holds everything the stream's leader has.
-    pub current: bool,
-}
-
-pub async fn status(
-    AxumState(app): AxumState<AppState>,
-    axum::Extension(node): axum::Extension<Option<Arc<Node>>>,
-    headers: HeaderMap,
-) -> Result<Json<ClusterView>, Problem> {
-    let applied = api::read(&app, &headers, |state, caller| {
-        if !caller.is_admin() {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "admin_required",
-                "only an admin token may read the cluster's state",
-            ));
-        }
-        Ok(state.head_seq)
-    })?;
-    let Some(node) = node else {
-        return Ok(Json(ClusterView {
-            mode: "single".into(),
-            node: "local".into(),
-            leader: None,
-            nodes: vec![NodeInfo {
-                name: "local".into(),
-                addr: String::new(),
-                applied_seq: applied,
-                leads: true,
-            }],
-            stream: None,
-        }));
-    };
-    let stream = node.link.log.status().await.ok().map(|s| StreamView {
-        name: STREAM.into(),
-        last_seq: s.last_seq,
-        replicas: s.replicas,
-        leader: s.leader,
-        peers: s
-            .peers
-            .into_iter()
-            .map(|(name, current)| PeerView { name, current })
-            .collect(),
-    });
-    Ok(Json(ClusterView {
-        mode: "cluster".into(),
-        node: node.config.node_name.clone(),
-        leader: node.leader(),
-        nodes: node.nodes().await,
-        stream,
-    }))
 }

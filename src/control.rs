@@ -97,6 +97,8 @@ pub enum ControlError {
 /// the cluster has it, so the local store never runs ahead of the cluster's log; commits other
 /// nodes appended arrive by following the stream.
 pub struct ClusterLink {
+    /// What the node last learned of the cluster, for `GET /api/v1/cluster`.
+    pub snapshot: RwLock<ClusterSnapshot>,
     pub log: crate::log::jetstream::StreamLog,
     /// Job output, beside the log.
     pub output: crate::log::jetstream::JobLogStream,
@@ -105,6 +107,26 @@ pub struct ClusterLink {
     /// Whether this node leads: decides and appends. The election sets it; a failed append
     /// clears it.
     pub leading: Arc<AtomicBool>,
+}
+
+/// What a node says of itself in the cluster's registry, and the leader in its key.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// `host:port` of its HTTP API.
+    pub addr: String,
+    /// The last commit it has applied.
+    pub applied_seq: u64,
+    pub leads: bool,
+}
+
+/// The cluster as one node last saw it (refreshed with each election round).
+#[derive(Clone, Debug, Default)]
+pub struct ClusterSnapshot {
+    pub node: String,
+    pub leader: Option<NodeInfo>,
+    pub nodes: Vec<NodeInfo>,
+    pub stream: Option<crate::log::jetstream::StreamStatus>,
 }
 
 impl ClusterLink {

@@ -201,6 +201,13 @@ impl Server {
             // stream after a crash. Syncing the copy too would only add a wait.
             cfg.sync = SyncMode::Interval;
         }
+        let rules = Rules {
+            watch_interval_floor_secs: cfg.watch_interval_floor_secs,
+            max_jobs: cfg.max_jobs,
+            lease_secs: cfg.lease_secs,
+            watch_failure_limit: cfg.watch_failure_limit,
+            mcp_read_only: cfg.mcp.read_only,
+        };
         let options = Options {
             cluster: node.as_ref().map(|(_, link)| link.clone()),
             sync: cfg.sync,
@@ -208,13 +215,7 @@ impl Server {
             snapshot_commits: cfg.snapshot_commits,
             snapshot_secs: cfg.snapshot_secs,
             hot_window: 0,
-            rules: Rules {
-                watch_interval_floor_secs: cfg.watch_interval_floor_secs,
-                max_jobs: cfg.max_jobs,
-                lease_secs: cfg.lease_secs,
-                watch_failure_limit: cfg.watch_failure_limit,
-                mcp_read_only: cfg.mcp.read_only,
-            },
+            rules,
         };
         let control = tokio::task::spawn_blocking(move || Control::open(&dir, options))
             .await
@@ -257,21 +258,14 @@ impl Server {
         let state = AppState {
             control: control.clone(),
             limits,
+            rules,
             shutdown: stop.subscribe(),
             metrics: metrics.clone(),
         };
         // The one place the doors are put together.
-        let cluster_route = axum::Router::new()
-            .route(
-                "/api/v1/cluster",
-                axum::routing::get(crate::cluster::status),
-            )
-            .layer(axum::Extension(node.clone()))
-            .with_state(state.clone());
         let app = api::layers(
             api::router(state.clone())
                 .merge(crate::mcp::router(state, cfg.mcp.clone()))
-                .merge(cluster_route)
                 .merge(crate::console::router()),
             metrics.clone(),
         );

@@ -726,3 +726,52 @@ async fn healthz_and_openapi_need_no_token() {
     assert_problem(&r, 405, "method_not_allowed");
     assert!(r.header("allow").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_is_read_as_exactly_an_rfc_3339_date_time() {
+    let s = TestServer::start().await;
+    let issue = |expires_at: &str| json!({"kind": "api", "description": "expiry", "expires_at": expires_at});
+    for (given, kept) in [
+        ("2030-01-01t00:00:00z", "2030-01-01T00:00:00.000Z"),
+        ("2030-01-01T05:30:00+05:30", "2030-01-01T00:00:00.000Z"),
+        (
+            "2030-01-01T00:00:00.123456789123Z",
+            "2030-01-01T00:00:00.123Z",
+        ),
+        ("2030-06-30T23:59:60Z", "2030-06-30T23:59:59.000Z"),
+        ("2030-07-01T01:59:60+02:00", "2030-06-30T23:59:59.000Z"),
+        ("9999-12-31T23:59:59Z", "9999-12-30T22:00:00.000Z"),
+    ] {
+        let r = s.post(&s.admin, "/tokens", issue(given)).await;
+        assert_eq!(r.expect(201)["expires_at"], kept, "{given}");
+    }
+    let before = s.get(&s.admin, "/tokens").await.body;
+    for given in [
+        "2030-01-01 00:00:00Z",
+        "2030-01-01T00:00Z",
+        "2030-01-01T00:00:00",
+        "2030-01-01T00:00:00.Z",
+        "2030-01-01T00:00:60Z",
+        "2030-02-30T00:00:00Z",
+        "2030-01-01T24:00:00Z",
+        "2030-01-01T00:00:00+24:00",
+        "tomorrow",
+    ] {
+        let r = s.post(&s.admin, "/tokens", issue(given)).await;
+        assert_field_problem(&r, "invalid_expires_at", "expires_at");
+        assert!(
+            r.body["detail"].as_str().unwrap_or("").contains("RFC 3339"),
+            "{given}: {}",
+            r.text
+        );
+        let r = s
+            .post(
+                &s.admin,
+                "/tokens",
+                json!({"kind": "api", "enabled_projects": {"x": given}}),
+            )
+            .await;
+        assert_field_problem(&r, "invalid_expires_at", "enabled_projects");
+    }
+    assert_eq!(s.get(&s.admin, "/tokens").await.body, before);
+}

@@ -887,3 +887,62 @@ async fn a_repeated_idempotency_key_on_trigger_makes_one_build() {
     let listed = listing(&s, "p").await;
     assert_eq!(listed["builds"].as_array().unwrap().len(), 1, "{listed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integer_is_read_as_json_schema_reads_one() {
+    let s = TestServer::start().await;
+    s.create_project(&s.admin, "p").await;
+    let b = s
+        .trigger_build(
+            &s.admin,
+            "p",
+            json!({"jobs": [{"name": "a", "run": "true", "timeout_seconds": 60.0}]}),
+        )
+        .await;
+    assert_eq!(job_named(&b, "a")["timeout_seconds"], 60);
+    let before = s.get(&s.admin, &builds_path("p")).await.body;
+    for (value, shown) in [
+        (json!(60.5), "60.5"),
+        (json!(-1), "-1"),
+        (json!(1e30), "1e30"),
+    ] {
+        let r = s
+            .post(
+                &s.admin,
+                &builds_path("p"),
+                json!({"pipeline": {"jobs": [{"name": "a", "run": "true", "timeout_seconds": value}]}}),
+            )
+            .await;
+        assert_field_problem(&r, "invalid_body", "pipeline.jobs[0].timeout_seconds");
+        assert!(
+            r.body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("a whole number")),
+            "{shown}: {}",
+            r.text
+        );
+    }
+    assert_eq!(s.get(&s.admin, &builds_path("p")).await.body, before);
+    // A job's log is text: asking for JSON only is refused before anything is read.
+    let job = job_id(&b, "a");
+    let r = fetch(
+        s.call(
+            Method::GET,
+            &s.admin,
+            &format!("{}/log", job_path("p", &job)),
+        )
+        .header("accept", "application/json"),
+    )
+    .await;
+    assert_problem(&r, 406, "not_acceptable");
+    let r = fetch(
+        s.call(
+            Method::GET,
+            &s.admin,
+            &format!("{}/log", job_path("p", &job)),
+        )
+        .header("accept", "text/plain"),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}

@@ -178,6 +178,21 @@ async fn events_describe_each_commit_and_resume_after_last_event_id() {
     let got = all.drain(Duration::from_millis(500)).await;
     assert_eq!(got.len() as u64, missed[2] + 1);
     assert!(got.windows(2).all(|w| w[1].0 == w[0].0 + 1), "gapless");
+    // Without following: what was missed up to the head, and the end of the stream.
+    let r = fetch(
+        s.call(Method::GET, &s.admin, "/events?follow=false")
+            .header("Last-Event-ID", (head + 2).to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ids: Vec<u64> = r
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|id| id.trim().parse().expect("an id"))
+        .collect();
+    assert_eq!(ids.len() as u64, missed[2] + 1 - (head + 2));
+    assert_eq!(ids[..3], missed[..]);
     let mut ahead = Stream::open(&s, &s.admin, Some(1_000_000)).await;
     assert!(ahead.drain(Duration::from_millis(300)).await.is_empty());
     s.create_project(&s.admin, "after").await;

@@ -956,3 +956,64 @@ async fn a_running_job_survives_a_restart_without_expiring() {
     r.expect(200);
     assert_eq!(s.job_now("p", &id).await["state"], "finished");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_claim_refuses_what_a_busy_one_would() {
+    let (s, runner) = server_p().await;
+    // Nothing is queued: a well-formed claim is a 204 and no commit.
+    let head = s.audit_head().await;
+    assert_eq!(s.claim_wait(&runner, 0).await.status, 204);
+    assert_eq!(s.audit_head().await, head);
+    // A bad Idempotency-Key or labels over their limit are refused all the same, and audited.
+    let r = fetch(
+        s.call(reqwest::Method::POST, &runner, "/runner/claim")
+            .header("idempotency-key", "has spaces")
+            .json(&json!({"wait_seconds": 0})),
+    )
+    .await;
+    assert_problem(&r, 400, "invalid_idempotency_key");
+    assert_eq!(s.audit_head().await, head + 1);
+    let label = "l".repeat(reeve::domain::bounds::RUNNER_LABEL + 1);
+    let r = s
+        .post(
+            &runner,
+            "/runner/claim",
+            json!({"labels": [label], "wait_seconds": 0}),
+        )
+        .await;
+    assert_field_problem(&r, "field_too_long", "labels");
+    assert_eq!(s.audit_head().await, head + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_chunk_is_bytes_of_at_most_the_body_limit() {
+    let (s, runner) = server_p().await;
+    s.trigger_build(&s.admin, "p", pipeline(&[("a", &[])]))
+        .await;
+    let c = s.claim(&runner).await.expect("a job to claim");
+    let job = str_field(&c["job"], "id");
+    let lease = str_field(&c, "lease_id");
+    let path = format!("/runner/jobs/{job}/log?lease_id={lease}");
+    let big = vec![b'x'; reeve::domain::bounds::BODY + 1];
+    let r = fetch(s.call(reqwest::Method::POST, &runner, &path).body(big)).await;
+    assert_problem(&r, 413, "payload_too_large");
+    let r = fetch(
+        s.call(reqwest::Method::POST, &runner, &path)
+            .header("content-type", "application/json")
+            .body("\"not bytes\""),
+    )
+    .await;
+    assert_problem(&r, 415, "unsupported_media_type");
+    let text = s
+        .get(&s.admin, &format!("{}/log", job_path("p", &job)))
+        .await;
+    assert_eq!(text.status, 200);
+    assert_eq!(text.text, "", "a refused chunk appended nothing");
+    let r = fetch(
+        s.call(reqwest::Method::POST, &runner, &path)
+            .header("content-type", "application/octet-stream")
+            .body("line\n"),
+    )
+    .await;
+    assert_eq!(r.expect(200)["length"], 5);
+}

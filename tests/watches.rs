@@ -1052,3 +1052,172 @@ async fn malformed_requests_never_yield_5xx() {
         snapshot.len() + usize::from(r.status == 201)
     );
 }
+
+/// The last audit entry, which a refused change must have written.
+async fn last_entry(s: &TestServer) -> Value {
+    let head = s.audit_head().await;
+    s.audit_entries(head - 1)
+        .await
+        .pop()
+        .expect("an audit entry")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_if_match_is_400_invalid_header_and_changes_nothing() {
+    let s = server_pq().await;
+    let w = s.watch(&s.admin, "p", "https://dest.example.com/mim").await;
+    let id = str_field(&w, "id");
+    for value in ["garbage", "\"abc\"", "W/\"\"", "\"1\", \"2\"", "1.0"] {
+        let head = s.audit_head().await;
+        let r = fetch(
+            s.call(Method::PATCH, &s.admin, &format!("/watches/{id}"))
+                .header("if-match", value)
+                .json(&json!({"reason": "nope"})),
+        )
+        .await;
+        let b = assert_problem(&r, 400, "invalid_header");
+        assert!(
+            b["detail"].as_str().unwrap_or("").contains("If-Match"),
+            "{value}: {}",
+            r.text
+        );
+        assert_eq!(s.watch_now(&id).await, w, "{value} changed the watch");
+        // Refused as a malformed request, and audited as one.
+        assert_eq!(s.audit_head().await, head + 1, "{value}");
+        let entry = last_entry(&s).await;
+        assert_eq!(entry["code"], "invalid_header", "{entry}");
+    }
+    // The forms reeve writes, and `*`, are read: a stale one fails the precondition.
+    for (value, status) in [("\"7\"", 412), ("W/\"7\"", 412), ("7", 412), ("*", 200)] {
+        let r = fetch(
+            s.call(Method::PATCH, &s.admin, &format!("/watches/{id}"))
+                .header("if-match", value)
+                .json(&json!({"reason": "star"})),
+        )
+        .await;
+        assert_eq!(r.status, status, "{value}: {}", r.text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_that_would_change_nothing_is_refused_by_name() {
+    let s = server_pq().await;
+    let w = s.watch(&s.admin, "p", "https://dest.example.com/nn").await;
+    let id = str_field(&w, "id");
+    for (field, expected) in [("is_active", "a boolean"), ("watch_interval", "a number")] {
+        let r = s
+            .patch(
+                &s.admin,
+                &format!("/watches/{id}"),
+                json!({field: null, "reason": "x"}),
+            )
+            .await;
+        assert_field_problem(&r, "invalid_body", field);
+        assert!(
+            r.body["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(&format!("{field}: expected {expected}"))),
+            "{}",
+            r.text
+        );
+        assert_eq!(s.watch_now(&id).await, w, "{field}: null changed the watch");
+    }
+    let r = s
+        .patch(&s.admin, "/projects/p", json!({"name": null}))
+        .await;
+    assert_field_problem(&r, "invalid_body", "name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_and_cursors_are_read_in_the_form_reeve_writes_them() {
+    let s = server_pq().await;
+    let w = s.watch(&s.admin, "p", "https://dest.example.com/ids").await;
+    let id = str_field(&w, "id");
+    let simple = id.replace('-', "");
+    let braced = format!("{{{id}}}");
+    for other in [&simple, &braced, &id.to_uppercase().replace('-', "")] {
+        let r = s.get(&s.admin, &format!("/watches/{other}")).await;
+        assert_problem(&r, 400, "invalid_watch_id");
+        let r = s.get(&s.admin, &format!("/watches?cursor={other}")).await;
+        assert_problem(&r, 400, "invalid_query");
+    }
+    s.get(&s.admin, &format!("/watches/{id}")).await.expect(200);
+    // A listing filter that cannot be a project is refused, not answered with nothing.
+    for bad in ["Docs", "a_b", &"p".repeat(64)] {
+        let r = s.get(&s.admin, &format!("/watches?project={bad}")).await;
+        assert_problem(&r, 400, "invalid_query");
+        let r = s.get(&s.admin, &format!("/audit?project={bad}")).await;
+        assert_problem(&r, 400, "invalid_query");
+    }
+    assert_eq!(
+        s.list(&s.admin, "?project=nope").await["watches"],
+        json!([])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_json_and_answers_what_the_caller_accepts() {
+    let s = server_pq().await;
+    let before = s.all_watches(&s.admin).await;
+    let body = watch_body("p", "https://dest.example.com/media").to_string();
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ] {
+        let head = s.audit_head().await;
+        let r = fetch(
+            s.call(Method::POST, &s.admin, "/watches")
+                .header("content-type", ct)
+                .body(body.clone()),
+        )
+        .await;
+        assert_problem(&r, 415, "unsupported_media_type");
+        assert_eq!(s.all_watches(&s.admin).await, before, "{ct}");
+        assert_eq!(s.audit_head().await, head + 1, "{ct}: audited as malformed");
+    }
+    for accept in [
+        "text/html",
+        "application/xml, text/*",
+        "application/json;q=0",
+    ] {
+        let head = s.audit_head().await;
+        let r = fetch(
+            s.call(Method::POST, &s.admin, "/watches")
+                .header("accept", accept)
+                .json(&watch_body("p", "https://dest.example.com/media")),
+        )
+        .await;
+        assert_problem(&r, 406, "not_acceptable");
+        assert_eq!(s.all_watches(&s.admin).await, before, "{accept}");
+        assert_eq!(
+            s.audit_head().await,
+            head + 1,
+            "{accept}: audited as malformed"
+        );
+        let r = fetch(
+            s.call(Method::GET, &s.admin, "/watches")
+                .header("accept", accept),
+        )
+        .await;
+        assert_problem(&r, 406, "not_acceptable");
+    }
+    // JSON under any of its names, no Content-Type at all, and any Accept that admits JSON.
+    for (i, ct) in [
+        "application/json; charset=utf-8",
+        "application/merge-patch+json",
+        "",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rb = s
+            .call(Method::POST, &s.admin, "/watches")
+            .header("accept", "application/*, text/html;q=0.5")
+            .body(watch_body("p", &format!("https://dest.example.com/ok{i}")).to_string());
+        if !ct.is_empty() {
+            rb = rb.header("content-type", ct);
+        }
+        fetch(rb).await.expect(201);
+    }
+}

@@ -12,7 +12,6 @@ use std::io::Write;
 
 use utoipa::{IntoParams, ToSchema};
 
-use super::problem::ProblemDoc;
 use super::{AppState, Problem, admin_read, rfc3339};
 use crate::domain::{AuditEntry, Plane, Principal};
 use crate::log::Outcome;
@@ -49,8 +48,8 @@ pub struct AuditView {
     pub principal: String,
     pub request_id: String,
     pub idempotency_key: Option<String>,
-    /// `{"<op>": {...arguments}}`
-    #[schema(value_type = Object)]
+    /// `{"<op>": {...arguments}}`, or `"<op>"` for a command without arguments.
+    #[schema(value_type = CommandDoc)]
     pub command: serde_json::Value,
     pub target: Option<String>,
     pub project: Option<String>,
@@ -103,6 +102,17 @@ impl AuditView {
     }
 }
 
+/// A command as the audit shows it (documentation only).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum CommandDoc {
+    /// A command without arguments: its op.
+    Bare(String),
+    /// `{"<op>": {...arguments}}`
+    WithArguments(std::collections::BTreeMap<String, serde_json::Value>),
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct AuditPage {
     pub entries: Vec<AuditView>,
@@ -111,7 +121,8 @@ pub struct AuditPage {
 }
 
 const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
+/// The largest page `GET /audit` gives.
+pub const MAX_LIMIT: usize = 1000;
 
 fn invalid(detail: impl Into<String>) -> Problem {
     Problem::bad_request("invalid_query", detail)
@@ -121,18 +132,23 @@ fn invalid(detail: impl Into<String>) -> Problem {
     params(AuditQuery),
     responses(
         (status = 200, body = AuditPage),
-        (status = 400, description = "invalid_query", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "admin_required", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
+    // The caller must be an admin; the page itself comes from the index on disk.
+    admin_read(&app, &headers, |_, _| Ok(()))?;
     let Query(q) =
         q.map_err(|e| invalid(format!("the query string is invalid: {}", e.body_text())))?;
+    if let Some(p) = &q.project
+        && !super::is_project_id(p)
+    {
+        return Err(invalid(format!(
+            "project {p:?} is not a project id (1-63 characters of a-z, 0-9 and '-')"
+        )));
+    }
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(invalid(format!("limit must be between 1 and {MAX_LIMIT}")));
@@ -169,8 +185,6 @@ pub async fn list(
         ),
     };
     let since = q.since_seq.unwrap_or(0);
-    // The caller must be an admin; the page itself comes from the index on disk.
-    admin_read(&app, &headers, |_, _| Ok(()))?;
     let (picked, more) = match principal {
         Some(None) => (Vec::new(), false),
         Some(Some(_)) | None => {
@@ -244,10 +258,7 @@ impl StateDigest {
 #[utoipa::path(get, path = "/api/v1/state/digest", tag = "audit",
     responses(
         (status = 200, body = StateDigest),
-        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "admin_required", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn digest(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -271,7 +282,7 @@ pub struct ExportQuery {
 
 /// One line of `GET /api/v1/audit/export` (documentation only: lines are written by
 /// [`write_export_line`]).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct ExportLineDoc {
     pub seq: u64,
@@ -280,8 +291,8 @@ pub struct ExportLineDoc {
     pub principal: String,
     pub request_id: String,
     pub idempotency_key: Option<String>,
-    /// `{"<op>": {...arguments}}`
-    #[schema(value_type = Object)]
+    /// `{"<op>": {...arguments}}`, or `"<op>"` for a command without arguments.
+    #[schema(value_type = CommandDoc)]
     pub command: serde_json::Value,
     /// accepted or rejected
     pub outcome: String,
@@ -300,6 +311,22 @@ pub struct ExportLineDoc {
     pub record: String,
 }
 
+/// A line of the export: a commit, or the error that ended it (documentation only).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ExportItemDoc {
+    Commit(Box<ExportLineDoc>),
+    Error(ExportErrorDoc),
+}
+
+/// The last line of an export that could not be finished.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ExportErrorDoc {
+    pub error: String,
+}
+
 /// The content type of the export.
 pub const NDJSON: &str = "application/x-ndjson";
 /// Lines are sent in chunks of about this size.
@@ -308,24 +335,20 @@ const EXPORT_CHUNK: usize = 64 * 1024;
 #[utoipa::path(get, path = "/api/v1/audit/export", tag = "audit",
     params(ExportQuery),
     responses(
-        (status = 200, description = "One JSON object per line, one line per commit in seq order, streamed. A read error mid-stream ends it with a line {\"error\": \"...\"}.", body = ExportLineDoc, content_type = "application/x-ndjson"),
-        (status = 400, description = "invalid_query", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "admin_required", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        (status = 200, description = "One JSON object per line (the schema describes the lines as the items of an array), one line per commit in seq order, streamed. A read error mid-stream ends it with a line {\"error\": \"...\"}.", body = Vec<ExportItemDoc>, content_type = "application/x-ndjson"),
+    ))]
 pub async fn export(
     State(app): State<AppState>,
     headers: HeaderMap,
     q: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
+    let head = super::admin_read_as(&app, &headers, NDJSON, |state, _| Ok(state.head_seq))?;
     let Query(q) = q.map_err(|e| {
         invalid(format!(
             "the query string is invalid: {}; use since_seq and until_seq, both whole numbers",
             e.body_text()
         ))
     })?;
-    let head = admin_read(&app, &headers, |state, _| Ok(state.head_seq))?;
     let since = q.since_seq.unwrap_or(0);
     if let Some(until) = q.until_seq
         && since > until

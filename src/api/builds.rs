@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::problem::ProblemDoc;
-use super::{AppState, Problem, etag, if_match, parse_body, read, rfc3339, submit_on, unexpected};
+use super::{
+    AppState, Problem, etag, if_match, parse_body, read, read_as, rfc3339, submit_on, unexpected,
+};
 use crate::domain::{
     Accept, Build, Command, Dependency, Job, JobSpec, JobState, Pipeline, Plane, Reply,
     derived_state,
@@ -249,6 +250,7 @@ pub struct JobBody {
     pub depends_on: Vec<DependencyBody>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "super::whole_or_null")]
     pub timeout_seconds: Option<u64>,
 }
 
@@ -305,6 +307,11 @@ impl TryFrom<PipelineBody> for Pipeline {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"pipeline": {"jobs": [
+    {"name": "build", "run": "make"},
+    {"name": "test/unit", "run": "make test", "depends_on": ["build"]},
+    {"name": "notify", "run": "./notify", "depends_on": [{"job": "test/unit", "on": ["failure"]}]}
+]}, "env": {"TARGET": "prod"}}))]
 pub struct TriggerBody {
     /// The project's default pipeline when absent.
     pub pipeline: Option<PipelineBody>,
@@ -317,15 +324,19 @@ pub struct TriggerBody {
 #[into_params(parameter_in = Query)]
 pub struct BuildQuery {
     /// From `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,19}$")]
     pub cursor: Option<String>,
-    /// 1-200, default 20.
+    /// Page size, default 20.
     pub limit: Option<usize>,
 }
+
+/// The largest page `GET .../builds` gives.
+pub const MAX_LIMIT: usize = 200;
 
 // ---- helpers ----
 
 fn parse_id(raw: &str, what: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(raw).map_err(|_| {
+    super::parse_uuid(raw).ok_or_else(|| {
         Problem::bad_request(
             &format!("invalid_{what}_id"),
             format!("{raw:?} is not a {what} id (a UUID)"),
@@ -365,37 +376,34 @@ fn reply_aborted(reply: Reply) -> Result<Response, Problem> {
     params(("project" = String, Path), BuildQuery),
     responses(
         (status = 200, description = "Newest first, without jobs", body = BuildList),
-        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "project_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(project): Path<String>,
     q: Result<Query<BuildQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(q) = q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=200).contains(&limit) {
-        return Err(Problem::bad_request(
-            "invalid_query",
-            "limit must be between 1 and 200",
-        ));
-    }
-    let before = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<u64>().map_err(|_| {
-                Problem::bad_request(
-                    "invalid_query",
-                    "cursor must be a next_cursor from a previous page",
-                )
-            })
-        })
-        .transpose()?;
     read(&app, &headers, |state, caller| {
+        let Query(q) = q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
+        let limit = q.limit.unwrap_or(20);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(Problem::bad_request(
+                "invalid_query",
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+        let before = q
+            .cursor
+            .as_deref()
+            .map(|c| {
+                c.parse::<u64>().map_err(|_| {
+                    Problem::bad_request(
+                        "invalid_query",
+                        "cursor must be a next_cursor from a previous page",
+                    )
+                })
+            })
+            .transpose()?;
         let (builds, more) =
             state.builds_page(app.control.store(), caller, &project, before, limit)?;
         let next_cursor = more
@@ -416,11 +424,7 @@ pub async fn list(
     params(("project" = String, Path), ("build" = Uuid, Path)),
     responses(
         (status = 200, body = BuildView, headers(("ETag" = String))),
-        (status = 400, description = "invalid_build_id", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "project_not_found, build_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn show(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -437,11 +441,7 @@ pub async fn show(
     params(("project" = String, Path), ("job" = Uuid, Path)),
     responses(
         (status = 200, body = JobView, headers(("ETag" = String))),
-        (status = 400, description = "invalid_job_id", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "project_not_found, job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn show_job(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -458,17 +458,10 @@ pub async fn show_job(
 
 #[utoipa::path(post, path = "/api/v1/projects/{project}/builds", tag = "builds",
     request_body = TriggerBody,
-    params(("project" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("project" = String, Path)),
     responses(
         (status = 201, body = BuildView, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "invalid_json", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "project_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, invalid_pipeline, too_many_jobs, no_pipeline, field_too_long", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn trigger(
     State(app): State<AppState>,
     Extension(plane): Extension<Plane>,
@@ -476,7 +469,7 @@ pub async fn trigger(
     Path(project): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let command = parse_body::<TriggerBody>(body).and_then(|b| {
+    let command = parse_body::<TriggerBody>(&headers, body).and_then(|b| {
         Ok(Command::TriggerBuild {
             project: project.clone(),
             pipeline: b.pipeline.map(Pipeline::try_from).transpose()?,
@@ -488,77 +481,66 @@ pub async fn trigger(
 }
 
 #[utoipa::path(post, path = "/api/v1/projects/{project}/builds/{build}/restart", tag = "builds",
-    params(("project" = String, Path), ("build" = Uuid, Path),
-        ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("project" = String, Path), ("build" = Uuid, Path)),
     responses(
         (status = 201, description = "The new generation", body = BuildView),
-        (status = 403, description = "trigger_not_allowed, mcp_token_required", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "project_not_found, build_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 412, description = "precondition_failed", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn restart_build(
     State(app): State<AppState>,
     Extension(plane): Extension<Plane>,
     headers: HeaderMap,
     Path((project, raw)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let command = parse_id(&raw, "build").map(|build| Command::RestartBuild {
-        project: project.clone(),
-        build,
-        if_match: if_match(&headers),
+    let command = parse_id(&raw, "build").and_then(|build| {
+        Ok(Command::RestartBuild {
+            project: project.clone(),
+            build,
+            if_match: if_match(&headers)?,
+        })
     });
     let done = submit_on(&app, &headers, plane, "restart_build", false, command).await?;
     reply_build(StatusCode::CREATED, done.reply, &project)
 }
 
 #[utoipa::path(post, path = "/api/v1/projects/{project}/builds/{build}/abort", tag = "builds",
-    params(("project" = String, Path), ("build" = Uuid, Path),
-        ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("project" = String, Path), ("build" = Uuid, Path)),
     responses(
         (status = 200, description = "Queued and running jobs killed (also DELETE)", body = Aborted),
-        (status = 403, description = "trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "project_not_found, build_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn abort_build(
     State(app): State<AppState>,
     Extension(plane): Extension<Plane>,
     headers: HeaderMap,
     Path((project, raw)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let command = parse_id(&raw, "build").map(|build| Command::AbortBuild {
-        project,
-        build,
-        if_match: if_match(&headers),
+    let command = parse_id(&raw, "build").and_then(|build| {
+        Ok(Command::AbortBuild {
+            project,
+            build,
+            if_match: if_match(&headers)?,
+        })
     });
     let done = submit_on(&app, &headers, plane, "abort_build", false, command).await?;
     reply_aborted(done.reply)
 }
 
 #[utoipa::path(post, path = "/api/v1/projects/{project}/jobs/{job}/restart", tag = "builds",
-    params(("project" = String, Path), ("job" = Uuid, Path),
-        ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("project" = String, Path), ("job" = Uuid, Path)),
     responses(
         (status = 201, description = "The job and its descendants, cloned", body = Restarted),
-        (status = 403, description = "trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "project_not_found, job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "job_not_terminal, job_superseded, descendant_running, create_jobs_not_restartable, build_aborted", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn restart_job(
     State(app): State<AppState>,
     Extension(plane): Extension<Plane>,
     headers: HeaderMap,
     Path((project, raw)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let command = parse_id(&raw, "job").map(|job| Command::RestartJob {
-        project,
-        job,
-        if_match: if_match(&headers),
+    let command = parse_id(&raw, "job").and_then(|job| {
+        Ok(Command::RestartJob {
+            project,
+            job,
+            if_match: if_match(&headers)?,
+        })
     });
     let done = submit_on(&app, &headers, plane, "restart_job", false, command).await?;
     match done.reply {
@@ -581,26 +563,22 @@ pub async fn restart_job(
 }
 
 #[utoipa::path(post, path = "/api/v1/projects/{project}/jobs/{job}/rerun", tag = "builds",
-    params(("project" = String, Path), ("job" = Uuid, Path),
-        ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("project" = String, Path), ("job" = Uuid, Path)),
     responses(
         (status = 201, description = "The clone; descendants now depend on it", body = Rerun),
-        (status = 403, description = "trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "project_not_found, job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "job_not_terminal, job_superseded, descendant_running, create_jobs_not_restartable, build_aborted", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn rerun_job(
     State(app): State<AppState>,
     Extension(plane): Extension<Plane>,
     headers: HeaderMap,
     Path((project, raw)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let command = parse_id(&raw, "job").map(|job| Command::RerunJob {
-        project,
-        job,
-        if_match: if_match(&headers),
+    let command = parse_id(&raw, "job").and_then(|job| {
+        Ok(Command::RerunJob {
+            project,
+            job,
+            if_match: if_match(&headers)?,
+        })
     });
     let done = submit_on(&app, &headers, plane, "rerun_job", false, command).await?;
     match done.reply {
@@ -616,25 +594,22 @@ pub async fn rerun_job(
 }
 
 #[utoipa::path(post, path = "/api/v1/projects/{project}/jobs/{job}/abort", tag = "builds",
-    params(("project" = String, Path), ("job" = Uuid, Path),
-        ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("project" = String, Path), ("job" = Uuid, Path)),
     responses(
         (status = 200, description = "Killed if queued or running; empty if already ended (also DELETE)", body = Aborted),
-        (status = 403, description = "trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "project_not_found, job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn abort_job(
     State(app): State<AppState>,
     Extension(plane): Extension<Plane>,
     headers: HeaderMap,
     Path((project, raw)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let command = parse_id(&raw, "job").map(|job| Command::AbortJob {
-        project,
-        job,
-        if_match: if_match(&headers),
+    let command = parse_id(&raw, "job").and_then(|job| {
+        Ok(Command::AbortJob {
+            project,
+            job,
+            if_match: if_match(&headers)?,
+        })
     });
     let done = submit_on(&app, &headers, plane, "abort_job", false, command).await?;
     reply_aborted(done.reply)
@@ -676,23 +651,18 @@ fn tail(text: &[u8], n: usize) -> &[u8] {
     params(("project" = String, Path), ("job" = Uuid, Path), LogQuery),
     responses(
         (status = 200, description = "The job's output as text; with follow=true, streamed until the job ends", content_type = "text/plain"),
-        (status = 400, description = "invalid_job_id, invalid_query", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "project_not_found, job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 410, description = "log_pruned: job log retention deleted the job's output (the job and its audit trail remain)", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn job_log(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path((project, raw)): Path<(String, String)>,
     q: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(q) = q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
-    let id = read(&app, &headers, |state, caller| {
+    let (id, q) = read_as(&app, &headers, super::TEXT, |state, caller| {
+        let Query(q) = q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
         let id = parse_id(&raw, "job")?;
         crate::domain::log_readable(&state.find_job(app.control.store(), caller, &project, id)?)?;
-        Ok(id)
+        Ok((id, q))
     })?;
     let unreadable =
         |e: crate::log::LogError| Problem::internal(format!("the log could not be read: {e}"));

@@ -9,17 +9,18 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::problem::ProblemDoc;
-use super::{AppState, Problem, now_ms, read, rfc3339};
+use super::{AppState, Problem, now_ms, read_as, rfc3339};
 use crate::domain::{AuditEntry, Caller, Principal};
 use crate::log::audit_index::AuditFilter;
 
@@ -27,11 +28,22 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/events", get(stream))
 }
 
+/// The stream's media type.
+pub const EVENT_STREAM: &str = "text/event-stream";
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// Entries read from the audit index at a time, while catching up or following.
 const PAGE: usize = 256;
 /// A comment line this often keeps proxies and browsers from closing an idle stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Default true: keep the stream open and send commits as they are made. false: send what
+    /// was committed after `Last-Event-ID` up to the head as of the request, then end (a
+    /// script's catch-up).
+    pub follow: Option<bool>,
+}
 
 /// One commit, as the stream sends it in an event's `data` (the event's `id` is `seq`).
 #[derive(Serialize, ToSchema)]
@@ -76,18 +88,24 @@ pub fn visible(caller: &Caller<'_>, e: &AuditEntry) -> bool {
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     params(("Last-Event-ID" = Option<u64>, Header,
-        description = "Resume after this seq (the `id` of the last event received): the commits after it are sent first, then the stream follows live. Without it the stream starts at the current head.")),
+        description = "Resume after this seq (the `id` of the last event received): the commits after it are sent first, then the stream follows live. Without it the stream starts at the current head."),
+        EventsQuery),
     responses(
         (status = 200, description = "A text/event-stream that stays open: one event per commit the token may see, in seq order (`id:` the seq, `data:` a CommitSummary as JSON), and a comment line every 15 s while nothing happens. An admin token sees every commit, any other token only commits in its projects. The stream ends when reeve shuts down or the token stops being valid; reconnect with Last-Event-ID to miss nothing.", body = CommitSummary, content_type = "text/event-stream"),
-        (status = 400, description = "invalid_header: Last-Event-ID is not a seq", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 400, description = "invalid_header: Last-Event-ID is not a seq; invalid_query", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "mcp_token_not_allowed, runner_token_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
-pub async fn stream(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
-    let (principal, head) = read(&app, &headers, |state, caller| {
-        Ok((caller.principal, state.head_seq))
+pub async fn stream(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let (principal, head, q) = read_as(&app, &headers, EVENT_STREAM, |state, caller| {
+        let Query(q) = q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
+        Ok((caller.principal, state.head_seq, q))
     })?;
     let after = match headers.get(&LAST_EVENT_ID) {
         None => head,
@@ -111,6 +129,7 @@ pub async fn stream(State(app): State<AppState>, headers: HeaderMap) -> Result<R
         app,
         principal,
         after,
+        until: (!q.follow.unwrap_or(true)).then_some(head),
         pending: VecDeque::new(),
     };
     let events = futures_util::stream::unfold(follow, |mut f| async move {
@@ -126,6 +145,8 @@ struct Follow {
     app: AppState,
     principal: Principal,
     after: u64,
+    /// Where a stream that does not follow ends.
+    until: Option<u64>,
     pending: VecDeque<Event>,
     changes: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
@@ -141,7 +162,10 @@ impl Follow {
             if let Some(e) = self.pending.pop_front() {
                 return Some(e);
             }
-            let head = *self.changes.borrow_and_update();
+            if self.until.is_some_and(|until| self.after >= until) {
+                return None;
+            }
+            let head = (*self.changes.borrow_and_update()).min(self.until.unwrap_or(u64::MAX));
             if head > self.after {
                 self.read_page(head)?;
                 continue;
@@ -157,7 +181,7 @@ impl Follow {
     /// `None` when the stream must end: the token is no longer valid, or the index cannot be
     /// read (the client reconnects and resumes where it was).
     fn read_page(&mut self, head: u64) -> Option<()> {
-        let page =
+        let mut page =
             match self
                 .app
                 .control
@@ -170,6 +194,8 @@ impl Follow {
                     return None;
                 }
             };
+        // A stream that does not follow stops at the head it was opened at.
+        page.retain(|e| e.seq <= head);
         let state = self.app.control.state();
         // Checked on every page: a revoked or expired token stops seeing anything at once.
         let caller = state.caller(self.principal, now_ms()).ok()?;

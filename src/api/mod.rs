@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod builds;
+pub mod cluster;
 pub mod events;
 pub mod metrics;
 pub mod openapi;
@@ -32,11 +33,17 @@ use uuid::Uuid;
 pub use problem::Problem;
 
 use crate::control::{Control, Submission};
-use crate::domain::{Caller, Command, Millis, Plane, Principal, Reply, State};
+use crate::domain::{Caller, Command, Millis, Plane, Principal, Reply, Rules, State};
 use crate::limits::{Bucket, Quotum, RateLimits};
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = crate::domain::bounds::BODY;
+/// What the routes answer, and the bodies they read, unless they say otherwise.
+pub const JSON: &str = "application/json";
+/// A job's log.
+pub const TEXT: &str = "text/plain";
+/// A runner's chunk of output.
+pub const BYTES: &str = "application/octet-stream";
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Sent by the `reeve` command line (`Reeve-Plane: cli`) and the console (`Reeve-Plane: web`)
 /// so their requests are admitted and audited on their own plane rather than `rest`.
@@ -46,6 +53,8 @@ pub const PLANE_HEADER: HeaderName = HeaderName::from_static("reeve-plane");
 pub struct AppState {
     pub control: Arc<Control>,
     pub limits: Arc<RateLimits>,
+    /// The rules the server decides by, for the OpenAPI document's limits.
+    pub rules: Rules,
     /// Turns true when the server shuts down, so long-polls answer at once.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// What `/metrics` serves, and who may scrape it.
@@ -64,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(whoami::routes())
         .merge(builds::routes())
         .merge(runner::routes())
+        .merge(cluster::routes())
         .nest("/mcp", builds::mcp_routes())
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi::serve));
@@ -141,6 +151,16 @@ async fn errors_as_problems(resp: Response) -> Response {
             "internal",
             "the server could not answer this request".into(),
         ),
+        // Handlers read their query and body themselves; what axum still refuses before a
+        // handler runs is a path segment it cannot decode (not UTF-8).
+        StatusCode::BAD_REQUEST => (
+            "invalid_path",
+            if text.is_empty() {
+                "the path is malformed".to_string()
+            } else {
+                text
+            },
+        ),
         _ if text.is_empty() => ("bad_request", "the request is malformed".into()),
         _ => ("bad_request", text),
     };
@@ -191,17 +211,113 @@ pub fn rfc3339(ms: Millis) -> String {
     }
 }
 
+/// An RFC 3339 date-time (what the document's `format: date-time` admits, no more, no less):
+/// `T`/`Z` in either case, any number of fraction digits (reeve keeps milliseconds), a leap
+/// second only at 23:59:60 UTC. One past the last instant reeve can represent (year 9999 with
+/// an offset) is that last instant: it means "never" either way.
 pub fn parse_rfc3339(field: &str, s: &str) -> Result<Millis, Problem> {
-    s.parse::<jiff::Timestamp>()
-        .map(|t| t.as_millisecond())
-        .map_err(|e| Problem {
-            field: Some(field.to_string()),
-            ..Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_expires_at",
-                format!("{field} must be an RFC 3339 time such as 2026-12-31T00:00:00Z: {e}"),
-            )
-        })
+    let refuse = |why: String| Problem {
+        field: Some(field.to_string()),
+        ..Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_expires_at",
+            format!("{field} must be an RFC 3339 time such as 2026-12-31T00:00:00Z: {why}"),
+        )
+    };
+    let shape = rfc3339_shape(s).ok_or_else(|| refuse(format!("{s:?} is not one")))?;
+    // jiff reads at most nine fraction digits; reeve keeps three.
+    let mut text = s.to_string();
+    if let Some((start, len)) = shape.fraction
+        && len > 9
+    {
+        text.replace_range(start + 9..start + len, "");
+    }
+    if shape.leap_second {
+        // 23:59:60 UTC is the last second of its day; reeve's clock has none, so 23:59:59.
+        let utc = text
+            .replacen(":60", ":59", 1)
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| refuse(e.to_string()))?;
+        let (h, m) = {
+            let t = utc.to_zoned(jiff::tz::TimeZone::UTC);
+            (t.hour(), t.minute())
+        };
+        if (h, m) != (23, 59) {
+            return Err(refuse("a leap second is 23:59:60 UTC".into()));
+        }
+        return Ok(utc.as_millisecond());
+    }
+    match text.parse::<jiff::Timestamp>() {
+        Ok(t) => Ok(t.as_millisecond()),
+        Err(_)
+            if s.starts_with("9999-")
+                && jiff::civil::Date::strptime("%Y-%m-%d", &s[..10]).is_ok() =>
+        {
+            // The last whole second reeve can represent (and write back as a time).
+            Ok(jiff::Timestamp::MAX.as_second() * 1000)
+        }
+        Err(e) => Err(refuse(e.to_string())),
+    }
+}
+
+/// Where an RFC 3339 date-time's optional parts are, if `s` has its shape:
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
+struct Rfc3339Shape {
+    /// Start and length of the fraction's digits.
+    fraction: Option<(usize, usize)>,
+    leap_second: bool,
+}
+
+fn rfc3339_shape(s: &str) -> Option<Rfc3339Shape> {
+    let b = s.as_bytes();
+    let digits = |from: usize, n: usize| {
+        b.get(from..from + n)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let at = |i: usize, c: u8| b.get(i).is_some_and(|x| x.eq_ignore_ascii_case(&c));
+    let shaped = digits(0, 4)
+        && at(4, b'-')
+        && digits(5, 2)
+        && at(7, b'-')
+        && digits(8, 2)
+        && at(10, b'T')
+        && digits(11, 2)
+        && at(13, b':')
+        && digits(14, 2)
+        && at(16, b':')
+        && digits(17, 2);
+    if !shaped {
+        return None;
+    }
+    let number = |from: usize| s[from..from + 2].parse::<u8>().ok();
+    if number(11)? > 23 || number(14)? > 59 || number(17)? > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut fraction = None;
+    if at(i, b'.') {
+        let len = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if len == 0 {
+            return None;
+        }
+        fraction = Some((i + 1, len));
+        i += 1 + len;
+    }
+    let zone = if at(i, b'Z') {
+        i + 1 == b.len()
+    } else {
+        matches!(b.get(i), Some(b'+' | b'-'))
+            && digits(i + 1, 2)
+            && at(i + 3, b':')
+            && digits(i + 4, 2)
+            && i + 6 == b.len()
+            && number(i + 1)? <= 23
+            && number(i + 4)? <= 59
+    };
+    zone.then_some(Rfc3339Shape {
+        fraction,
+        leap_second: number(17)? == 60,
+    })
 }
 
 /// The principal behind the request's bearer token, or 401.
@@ -234,10 +350,20 @@ pub fn rest_plane(headers: &HeaderMap) -> Result<Plane, Problem> {
 }
 
 /// Authenticates a read on the REST plane (or `cli`, see [`rest_plane`]) and hands the
-/// caller and the state to `read`.
+/// caller and the state to `read`, whose answer is JSON.
 pub fn read<T>(
     app: &AppState,
     headers: &HeaderMap,
+    read: impl FnOnce(&State, &Caller<'_>) -> Result<T, Problem>,
+) -> Result<T, Problem> {
+    read_as(app, headers, JSON, read)
+}
+
+/// [`read`] for an answer of another media type.
+pub fn read_as<T>(
+    app: &AppState,
+    headers: &HeaderMap,
+    media: &str,
     read: impl FnOnce(&State, &Caller<'_>) -> Result<T, Problem>,
 ) -> Result<T, Problem> {
     let state = app.control.state();
@@ -245,11 +371,77 @@ pub fn read<T>(
     let plane = rest_plane(headers)?;
     let caller = state.caller(principal, now_ms())?;
     state.admit(&caller, plane)?;
+    acceptable(headers, media)?;
     let kind = caller.token.map(|t| t.kind);
     app.limits
         .check(principal, kind, Bucket::Read)
         .map_err(rate_limited)?;
     read(&state, &caller)
+}
+
+/// 406 unless the request's `Accept` admits `media` (no `Accept` admits anything). A refusal
+/// is a problem document whatever was asked for: there is nothing else to say it in.
+pub fn acceptable(headers: &HeaderMap, media: &str) -> Result<(), Problem> {
+    let (kind, _) = media.split_once('/').unwrap_or((media, ""));
+    let mut asked = false;
+    for value in headers.get_all(header::ACCEPT) {
+        asked = true;
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        for range in value.split(',') {
+            let mut parts = range.split(';');
+            let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            // `q=0` means "not this".
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            let fits = name == "*/*"
+                || name == media
+                || name.strip_suffix("/*").is_some_and(|t| t == kind);
+            if fits && !refused {
+                return Ok(());
+            }
+        }
+    }
+    if !asked {
+        return Ok(());
+    }
+    Err(Problem::new(
+        StatusCode::NOT_ACCEPTABLE,
+        "not_acceptable",
+        format!("this route answers {media}; the Accept header does not allow it"),
+    ))
+}
+
+/// 415 unless the body's `Content-Type` is `media` (parameters aside; for JSON, any
+/// `application/*+json` too). A body without one is read as `media`.
+pub fn content_type(headers: &HeaderMap, media: &str) -> Result<(), Problem> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let name = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let fits = name == media
+        || (media == JSON && name.starts_with("application/") && name.ends_with("+json"));
+    if fits {
+        return Ok(());
+    }
+    Err(Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "this route reads a body of {media}, not {:?}; send Content-Type: {media}",
+            String::from_utf8_lossy(value.as_bytes())
+        ),
+    ))
 }
 
 /// The 429 for an exhausted bucket, with the headers that tell a client when to come back.
@@ -291,7 +483,17 @@ pub fn admin_read<T>(
     headers: &HeaderMap,
     read_fn: impl FnOnce(&State, &Caller<'_>) -> Result<T, Problem>,
 ) -> Result<T, Problem> {
-    read(app, headers, |state, caller| {
+    admin_read_as(app, headers, JSON, read_fn)
+}
+
+/// [`admin_read`] for an answer of another media type.
+pub fn admin_read_as<T>(
+    app: &AppState,
+    headers: &HeaderMap,
+    media: &str,
+    read_fn: impl FnOnce(&State, &Caller<'_>) -> Result<T, Problem>,
+) -> Result<T, Problem> {
+    read_as(app, headers, media, |state, caller| {
         if !caller.is_admin() {
             return Err(Problem::new(
                 StatusCode::FORBIDDEN,
@@ -355,6 +557,11 @@ pub async fn submit_on(
         Bucket::Default
     } else {
         Bucket::Trigger
+    };
+    // An answer the caller cannot take is refused before anything is changed.
+    let command = match acceptable(headers, JSON) {
+        Ok(()) => command,
+        Err(p) => Err(p),
     };
     let limited = app.limits.check(principal, kind, bucket).err();
     let command = match limited {
@@ -421,6 +628,12 @@ pub async fn submit_on(
     })
 }
 
+/// Whether a command's headers alone make it a malformed request, whatever its body: what
+/// [`submit_on`] refuses before it looks at the command.
+pub fn malformed_headers(headers: &HeaderMap) -> bool {
+    idempotency_key(headers).is_err() || acceptable(headers, JSON).is_err()
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -440,16 +653,65 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     }
 }
 
-/// `If-Match: "<version>"` (or `W/"<version>"`, or a bare number). `*` matches any version.
-/// Anything else can match no version, so it fails the precondition.
-pub fn if_match(headers: &HeaderMap) -> Option<u64> {
-    let raw = headers.get(header::IF_MATCH)?.to_str().unwrap_or("");
-    let v = raw.trim();
+/// `If-Match: "<version>"` (or `W/"<version>"`, or a bare number); `*` (or no header) matches
+/// any version. reeve's ETags are all of that form, so anything else is a malformed header
+/// (400 `invalid_header`), not a precondition that happens to fail.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
+    let Some(raw) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let malformed = || {
+        Problem::bad_request(
+            "invalid_header",
+            format!(
+                "If-Match must be an ETag reeve gave, such as \"3\", or *; got {:?}",
+                String::from_utf8_lossy(raw.as_bytes())
+            ),
+        )
+    };
+    let v = raw.to_str().map_err(|_| malformed())?.trim();
     if v == "*" {
-        return None;
+        return Ok(None);
     }
-    let v = v.strip_prefix("W/").unwrap_or(v).trim_matches('"');
-    Some(v.parse().unwrap_or(0))
+    let unquoted = v.strip_prefix("W/").unwrap_or(v);
+    let digits = match unquoted.strip_prefix('"').and_then(|u| u.strip_suffix('"')) {
+        Some(inner) => inner,
+        None if unquoted.len() == v.len() => v,
+        None => return Err(malformed()),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed());
+    }
+    // A version too large to be one can match nothing: the precondition fails.
+    Ok(Some(digits.parse().unwrap_or(u64::MAX)))
+}
+
+/// A project id: 1 to `bounds::PROJECT_ID` characters of `a-z`, `0-9` and `-`, as the domain
+/// accepts one when a project is created (and as the document's pattern says).
+pub fn is_project_id(s: &str) -> bool {
+    (1..=crate::domain::bounds::PROJECT_ID).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// An id in a path or a query: a UUID in its usual hyphenated form, the one reeve writes.
+pub fn parse_uuid(raw: &str) -> Option<Uuid> {
+    (raw.len() == 36)
+        .then(|| Uuid::parse_str(raw).ok())
+        .flatten()
+}
+
+/// The refusal for a body that could not be read.
+pub fn unreadable_body(e: BytesRejection) -> Problem {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {BODY_LIMIT} bytes"),
+        )
+    } else {
+        Problem::bad_request("invalid_body", e.body_text())
+    }
 }
 
 pub fn etag(version: u64) -> (HeaderName, HeaderValue) {
@@ -458,20 +720,15 @@ pub fn etag(version: u64) -> (HeaderName, HeaderValue) {
     (header::ETAG, value)
 }
 
-/// Parses a JSON body. Syntax errors are 400 `invalid_json`; a well-formed body of the wrong
-/// shape (unknown or missing field, wrong type) is 422 `invalid_body`. An empty body is `{}`.
-pub fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Problem> {
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the body is larger than {BODY_LIMIT} bytes"),
-            )
-        } else {
-            Problem::bad_request("invalid_body", e.body_text())
-        }
-    })?;
+/// Parses a JSON body. A body of another media type is 415 `unsupported_media_type`; syntax
+/// errors are 400 `invalid_json`; a well-formed body of the wrong shape (unknown or missing
+/// field, wrong type) is 422 `invalid_body`. An empty body is `{}`.
+pub fn parse_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Problem> {
+    content_type(headers, JSON)?;
+    let bytes = body.map_err(unreadable_body)?;
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -571,6 +828,47 @@ fn plain_expectation(text: &str) -> String {
         _ => got.to_string(),
     };
     format!("expected {expected}, got {got}")
+}
+
+/// An integer in a body, read as JSON Schema reads one: `3` and `3.0` are the same integer.
+pub fn whole<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
+    whole_of(&n)
+}
+
+/// [`whole`] for a field that may be null.
+pub fn whole_or_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    match <Option<serde_json::Number> as serde::Deserialize>::deserialize(d)? {
+        Some(n) => whole_of(&n).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn whole_of<E: serde::de::Error, T: TryFrom<i128>>(n: &serde_json::Number) -> Result<T, E> {
+    let wide = if let Some(u) = n.as_u64() {
+        Some(i128::from(u))
+    } else if let Some(i) = n.as_i64() {
+        Some(i128::from(i))
+    } else {
+        // Saturates far outside every target type, which then refuses it.
+        n.as_f64()
+            .filter(|f| f.is_finite() && f.fract() == 0.0)
+            .map(|f| f as i128)
+    };
+    wide.and_then(|w| T::try_from(w).ok()).ok_or_else(|| {
+        E::invalid_value(
+            serde::de::Unexpected::Other(&format!("the number {n}")),
+            &"a whole number in range",
+        )
+    })
 }
 
 /// A reply of the wrong kind for the route means reeve has a bug; say so without panicking.

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::builds::PipelineBody;
-use super::problem::ProblemDoc;
 use super::{AppState, Problem, mutate, parse_body, read, rfc3339, unexpected};
 use crate::domain::{Command, Pipeline, Project, Reply};
 
@@ -54,6 +53,7 @@ pub struct ProjectList {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "docs", "name": "Documentation"}))]
 pub struct CreateProjectBody {
     /// A slug: 1-63 characters of a-z, 0-9 and '-'.
     pub id: String,
@@ -63,12 +63,23 @@ pub struct CreateProjectBody {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"default_pipeline": {"jobs": [
+    {"name": "sync", "run": "echo syncing $REEVE_WATCH_SOURCE into $REEVE_WATCH_TO_URI"}
+]}}))]
 pub struct UpdateProjectBody {
+    /// Left out keeps the name; it cannot be null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, required = false)]
     pub name: Option<String>,
     /// A pipeline, or null to remove the default.
     #[serde(default, deserialize_with = "some_pipeline")]
     #[schema(value_type = Option<PipelineBody>)]
     pub default_pipeline: Option<Option<PipelineBody>>,
+}
+
+/// A name may be left out but not sent as null (it cannot be removed).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// Distinguishes an absent default (leave it) from `null` (remove it).
@@ -89,10 +100,7 @@ fn not_found(id: &str) -> Problem {
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
     responses(
         (status = 200, description = "The projects this token may see", body = ProjectList),
-        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "mcp_token_not_allowed, runner_token_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn list(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
     read(&app, &headers, |state, caller| {
         let projects = state
@@ -106,13 +114,10 @@ pub async fn list(State(app): State<AppState>, headers: HeaderMap) -> Result<Res
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{id}", tag = "projects",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, description = "Project id")),
     responses(
         (status = 200, body = ProjectView),
-        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "project_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn show(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -130,22 +135,15 @@ pub async fn show(
 
 #[utoipa::path(post, path = "/api/v1/projects", tag = "projects",
     request_body = CreateProjectBody,
-    params(("Idempotency-Key" = Option<String>, Header)),
     responses(
         (status = 201, body = ProjectView, headers(("Location" = String))),
-        (status = 400, description = "invalid_json", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "admin_required, trigger_not_allowed", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "project_exists", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, invalid_project_id, field_too_long", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let command = parse_body::<CreateProjectBody>(body).map(|b| Command::CreateProject {
+    let command = parse_body::<CreateProjectBody>(&headers, body).map(|b| Command::CreateProject {
         id: b.id,
         name: b.name,
     });
@@ -164,23 +162,17 @@ pub async fn create(
 
 #[utoipa::path(patch, path = "/api/v1/projects/{id}", tag = "projects",
     request_body = UpdateProjectBody,
-    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = String, Path, description = "Project id")),
     responses(
         (status = 200, body = ProjectView),
-        (status = 400, description = "invalid_json", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "admin_required", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "project_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, nothing_to_change, invalid_pipeline, field_too_long", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn update(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let command = parse_body::<UpdateProjectBody>(body).and_then(|b| {
+    let command = parse_body::<UpdateProjectBody>(&headers, body).and_then(|b| {
         Ok(Command::UpdateProject {
             id,
             name: b.name,

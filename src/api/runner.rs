@@ -15,7 +15,6 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::builds::{BuildView, JobView};
-use super::problem::ProblemDoc;
 use super::{AppState, Problem, authenticate, now_ms, parse_body, rfc3339, submit_on, unexpected};
 use crate::domain::{Command, JobState, Plane, Reply};
 
@@ -33,12 +32,13 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"labels": ["linux"], "wait_seconds": 0}))]
 pub struct ClaimBody {
     /// What this runner offers (recorded; jobs do not ask for labels yet).
     #[serde(default)]
     pub labels: Vec<String>,
     /// Wait up to this long (0-30 s) for a job before answering 204.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole")]
     pub wait_seconds: u64,
 }
 
@@ -65,16 +65,18 @@ pub struct HeartbeatAnswer {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"lease_id": "01a20400-ed62-75c0-b06b-69a06960e3c9", "state": "failure", "exit_code": 2}))]
 pub struct FinishBody {
     pub lease_id: Uuid,
     /// finished, failure, error or killed
     pub state: JobState,
+    #[serde(default, deserialize_with = "super::whole_or_null")]
     pub exit_code: Option<i32>,
     pub message: Option<String>,
 }
 
 fn parse_job(raw: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(raw).map_err(|_| {
+    super::parse_uuid(raw).ok_or_else(|| {
         Problem::bad_request(
             "invalid_job_id",
             format!("{raw:?} is not a job id (a UUID)"),
@@ -87,17 +89,13 @@ fn parse_job(raw: &str) -> Result<Uuid, Problem> {
     responses(
         (status = 200, description = "A job to run, leased to this runner", body = Claimed),
         (status = 204, description = "Nothing to run (after waiting up to wait_seconds)"),
-        (status = 401, description = "unauthorized", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "runner_token_required", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, field_too_long", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn claim(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let parsed = parse_body::<ClaimBody>(body).and_then(|b| {
+    let parsed = parse_body::<ClaimBody>(&headers, body).and_then(|b| {
         if b.wait_seconds > MAX_WAIT_SECS {
             Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -112,21 +110,28 @@ pub async fn claim(
         Ok(b) => (b.labels.clone(), b.wait_seconds),
         Err(_) => (Vec::new(), 0),
     };
+    let oversized = crate::domain::bounds::oversized(&Command::ClaimJob {
+        labels: labels.clone(),
+    })
+    .is_some();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut changes = app.control.subscribe();
     let mut waiting = None;
     loop {
         // Polling is not a change: only submit when a job is there to take (or to have a
-        // refusal audited).
-        let worth_submitting = parsed.is_err() || {
-            let state = app.control.state();
-            let principal = authenticate(&state, &headers)?;
-            let caller = state.caller(principal, now_ms())?;
-            if waiting.is_none() && state.admit(&caller, Plane::Runner).is_ok() {
-                waiting = app.metrics.runner_waiting(principal);
-            }
-            state.admit(&caller, Plane::Runner).is_err() || state.claimable(&caller).is_some()
-        };
+        // refusal audited: a malformed or oversized request is refused whether or not a job
+        // waits).
+        let worth_submitting =
+            parsed.is_err() || oversized || super::malformed_headers(&headers) || {
+                let state = app.control.state();
+                let principal = authenticate(&state, &headers)?;
+                let caller = state.caller(principal, now_ms())?;
+                let admitted = state.admit(&caller, Plane::Runner).is_ok();
+                if waiting.is_none() && admitted {
+                    waiting = app.metrics.runner_waiting(principal);
+                }
+                !admitted || state.claimable(&caller).is_some()
+            };
         if worth_submitting {
             let command = parsed
                 .as_ref()
@@ -181,11 +186,7 @@ fn claimed(reply: Reply) -> Result<Response, Problem> {
     params(("job" = Uuid, Path)),
     responses(
         (status = 200, body = HeartbeatAnswer),
-        (status = 403, description = "runner_token_required", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "stale_lease", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn heartbeat(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -193,7 +194,7 @@ pub async fn heartbeat(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let command = parse_job(&raw).and_then(|job| {
-        parse_body::<HeartbeatBody>(body).map(|b| Command::Heartbeat {
+        parse_body::<HeartbeatBody>(&headers, body).map(|b| Command::Heartbeat {
             job,
             lease_id: b.lease_id,
         })
@@ -217,12 +218,7 @@ pub async fn heartbeat(
     params(("job" = Uuid, Path)),
     responses(
         (status = 200, description = "The job as it ended", body = JobView),
-        (status = 403, description = "runner_token_required", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "stale_lease", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, invalid_state, field_too_long", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn finish(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -230,7 +226,7 @@ pub async fn finish(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let command = parse_job(&raw).and_then(|job| {
-        parse_body::<FinishBody>(body).map(|b| Command::FinishJob {
+        parse_body::<FinishBody>(&headers, body).map(|b| Command::FinishJob {
             job,
             lease_id: b.lease_id,
             state: b.state,
@@ -263,15 +259,10 @@ pub struct LogAppended {
 
 #[utoipa::path(post, path = "/api/v1/runner/jobs/{job}/log", tag = "runner",
     params(("job" = Uuid, Path), LogQuery),
-    request_body(content = String, content_type = "application/octet-stream", description = "The next chunk of the job's output"),
+    request_body(content = String, content_type = "application/octet-stream", description = "The next chunk of the job's output (at most 1 MiB)"),
     responses(
         (status = 200, body = LogAppended),
-        (status = 403, description = "runner_token_required", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "stale_lease", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 410, description = "log_pruned", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn append_log(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -281,18 +272,22 @@ pub async fn append_log(
 ) -> Result<Response, Problem> {
     // Output is data, not a command: it goes to the log tree, never through the writer. The
     // lease is checked against the projection so only the runner running the job writes.
-    let job = parse_job(&raw)?;
-    let axum::extract::Query(q) =
-        q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
-    let bytes = body.map_err(|e| Problem::bad_request("invalid_body", e.body_text()))?;
-    {
+    // The state's lock is let go before the output is written (and, in a cluster, sent).
+    let (job, bytes) = {
         let state = app.control.state();
         let principal = authenticate(&state, &headers)?;
         let caller = state.caller(principal, now_ms())?;
         state.admit(&caller, Plane::Runner)?;
+        super::acceptable(&headers, super::JSON)?;
+        let job = parse_job(&raw)?;
+        let axum::extract::Query(q) =
+            q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
+        super::content_type(&headers, super::BYTES)?;
+        let bytes = body.map_err(super::unreadable_body)?;
         // A pruned log never grows back (an aborted job's runner may still be writing).
         crate::domain::log_readable(crate::domain::leased(&state, &caller, job, q.lease_id)?)?;
-    }
+        (job, bytes)
+    };
     let length = app
         .control
         .append_log(job, &bytes, LOG_CAP)
@@ -303,14 +298,10 @@ pub async fn append_log(
 
 #[utoipa::path(post, path = "/api/v1/runner/jobs/{job}/pipeline", tag = "runner",
     params(("job" = Uuid, Path), LogQuery),
-    request_body(content = String, content_type = "application/json", description = "What the generator printed: {\"jobs\": [...]}"),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "What the generator printed, as it printed it: a pipeline ({\"jobs\": [...]}) or anything else, which fails Create Jobs with the reason"),
     responses(
         (status = 200, description = "Create Jobs as it ended: finished (the jobs joined the build) or failure (the output was not a valid pipeline; the reason is in its message and log)", body = JobView),
-        (status = 403, description = "runner_token_required", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "job_not_found", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "stale_lease, not_create_jobs", body = ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn upload_pipeline(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -322,9 +313,10 @@ pub async fn upload_pipeline(
         let job = parse_job(&raw)?;
         let axum::extract::Query(q) =
             q.map_err(|e| Problem::bad_request("invalid_query", e.body_text()))?;
+        super::content_type(&headers, super::JSON)?;
         // A body that is not a pipeline is the generator's failure, not a bad request: it
         // is decided (and audited) like any other output.
-        let parsed = parse_body::<super::builds::PipelineBody>(body)
+        let parsed = parse_body::<super::builds::PipelineBody>(&headers, body)
             .and_then(crate::domain::Pipeline::try_from);
         let (pipeline, error) = match parsed {
             // Too large to keep is as much the generator's failure as not a pipeline at all.

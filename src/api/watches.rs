@@ -13,7 +13,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{AppState, Problem, etag, if_match, mutate, parse_body, read, rfc3339, unexpected};
+use super::{
+    AppState, Problem, etag, if_match, mutate, parse_body, parse_uuid, read, rfc3339, unexpected,
+};
 use crate::domain::{Command, NewWatch, Pipeline, Reply, Watch, WatchFilter, WatchKey, WatchPatch};
 
 pub fn routes() -> Router<AppState> {
@@ -132,6 +134,8 @@ pub struct WatchTriggered {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"project": "docs", "source": "https://git.example.com/docs",
+    "to_uri": "viking://res/docs", "watch_interval": 60, "reason": "nightly refresh"}))]
 pub struct CreateWatchBody {
     pub project: String,
     /// An absolute URI.
@@ -153,11 +157,22 @@ fn some_nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String
     Option::<String>::deserialize(d).map(Some)
 }
 
+/// A field that may be left out but not sent as null: a null would change nothing, and a body
+/// that says so is malformed rather than empty.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"is_active": false, "reason": "repo migration"}))]
 pub struct UpdateWatchBody {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = f64, required = false)]
     pub watch_interval: Option<f64>,
     /// false pauses (the interval is kept); true resumes from now.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool, required = false)]
     pub is_active: Option<bool>,
     /// null clears it.
     #[serde(default, deserialize_with = "some_nullable")]
@@ -179,25 +194,63 @@ fn some_nullable_pipeline<'de, D: Deserializer<'de>>(
     Option::<super::builds::PipelineBody>::deserialize(d).map(Some)
 }
 
+/// `GET /watches`: a page of watches, or the one `to_uri` names.
 #[derive(Deserialize, IntoParams, Default)]
 #[into_params(parameter_in = Query)]
-pub struct WatchQuery {
-    /// Only watches in this project.
+pub struct ListQuery {
+    /// Only watches in this project (with `to_uri`: the watch in this project).
     pub project: Option<String>,
     /// Only active (not paused) watches.
     pub active_only: Option<bool>,
     /// From `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     pub cursor: Option<String>,
-    /// Page size, 1-500, default 50.
+    /// Page size, default 50.
     pub limit: Option<usize>,
-    /// Address one watch by its target instead of its id.
+    /// Answer the one watch with this target instead of a page.
     pub to_uri: Option<String>,
 }
 
-const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 500;
+/// `GET /watches/{id}`.
+#[derive(Deserialize, IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+pub struct ShowQuery {
+    /// The watch's target too: it must agree with the id.
+    pub to_uri: Option<String>,
+    /// The watch's project too: it must agree with the id.
+    pub project: Option<String>,
+    /// 404 if the watch is paused.
+    pub active_only: Option<bool>,
+}
 
-fn query(q: Result<Query<WatchQuery>, QueryRejection>) -> Result<WatchQuery, Problem> {
+/// A change to the watch named by its id: the other keys may only agree with it.
+#[derive(Deserialize, IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+pub struct KeyQuery {
+    /// The watch's target too: it must agree with the id.
+    pub to_uri: Option<String>,
+    /// The watch's project too: it must agree with the id.
+    pub project: Option<String>,
+}
+
+/// A change to the watch named by its target.
+#[derive(Deserialize, IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+pub struct UriQuery {
+    /// The watch's target (its `to_uri`).
+    #[param(required = true)]
+    pub to_uri: Option<String>,
+    /// The watch's project, where the target is in several of yours.
+    pub project: Option<String>,
+}
+
+const DEFAULT_LIMIT: usize = 50;
+/// The largest page `GET /watches` gives.
+pub const MAX_LIMIT: usize = 500;
+
+fn query<Q: serde::de::DeserializeOwned>(
+    q: Result<Query<Q>, QueryRejection>,
+) -> Result<Q, Problem> {
     q.map(|Query(q)| q).map_err(|e| {
         Problem::bad_request(
             "invalid_query",
@@ -207,7 +260,7 @@ fn query(q: Result<Query<WatchQuery>, QueryRejection>) -> Result<WatchQuery, Pro
 }
 
 fn watch_id(raw: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(raw).map_err(|_| {
+    parse_uuid(raw).ok_or_else(|| {
         Problem::bad_request(
             "invalid_watch_id",
             format!("{raw:?} is not a watch id (a UUID); to address a watch by its target use ?to_uri=<uri>"),
@@ -215,11 +268,11 @@ fn watch_id(raw: &str) -> Result<Uuid, Problem> {
     })
 }
 
-fn key(id: Option<Uuid>, q: &WatchQuery) -> WatchKey {
+fn key(id: Option<Uuid>, to_uri: Option<String>, project: Option<String>) -> WatchKey {
     WatchKey {
         id,
-        to_uri: q.to_uri.clone(),
-        project: q.project.clone(),
+        to_uri,
+        project,
     }
 }
 
@@ -227,30 +280,42 @@ fn watch_response(status: StatusCode, w: &Watch) -> Response {
     (status, [etag(w.version)], Json(WatchView::from(w))).into_response()
 }
 
+/// What `GET /watches` answers: a page, or with `to_uri` the one watch it names.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum WatchesAnswer {
+    Page(WatchList),
+    One(Box<WatchView>),
+}
+
 #[utoipa::path(get, path = "/api/v1/watches", tag = "watches",
-    params(WatchQuery),
+    params(ListQuery),
     responses(
-        (status = 200, description = "A page of watches, or with `to_uri` the one watch it names (a WatchView)", body = WatchList),
-        (status = 400, description = "invalid_query, ambiguous_to_uri", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "mcp_token_not_allowed, runner_token_not_allowed", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "watch_not_found (with to_uri)", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        (status = 200, description = "A page of watches, or with `to_uri` the one watch it names (a WatchView)", body = WatchesAnswer),
+    ))]
 pub async fn list_or_lookup(
     State(app): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<WatchQuery>, QueryRejection>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let q = query(q)?;
     read(&app, &headers, |state, caller| {
+        let q: ListQuery = query(q)?;
         let active_only = q.active_only.unwrap_or(false);
         if q.to_uri.is_some() {
-            let w = state.resolve_watch(caller, &key(None, &q))?;
+            let w = state.resolve_watch(caller, &key(None, q.to_uri, q.project))?;
             if active_only && !w.is_active {
                 return Err(not_active(w));
             }
             return Ok(watch_response(StatusCode::OK, w));
+        }
+        if let Some(p) = &q.project
+            && !super::is_project_id(p)
+        {
+            return Err(Problem::bad_request(
+                "invalid_query",
+                format!("project {p:?} is not a project id (1-63 characters of a-z, 0-9 and '-')"),
+            ));
         }
         let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
@@ -263,7 +328,7 @@ pub async fn list_or_lookup(
             .cursor
             .as_deref()
             .map(|c| {
-                Uuid::parse_str(c).map_err(|_| {
+                parse_uuid(c).ok_or_else(|| {
                     Problem::bad_request(
                         "invalid_query",
                         "cursor must be a next_cursor from a previous page",
@@ -297,24 +362,20 @@ fn not_active(w: &Watch) -> Problem {
 }
 
 #[utoipa::path(get, path = "/api/v1/watches/{id}", tag = "watches",
-    params(("id" = Uuid, Path, description = "Watch id"), WatchQuery),
+    params(("id" = Uuid, Path, description = "Watch id"), ShowQuery),
     responses(
         (status = 200, body = WatchView, headers(("ETag" = String, description = "The watch's version"))),
-        (status = 400, description = "invalid_watch_id, watch_keys_conflict", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "watch_not_found", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn show(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(raw_id): Path<String>,
-    q: Result<Query<WatchQuery>, QueryRejection>,
+    q: Result<Query<ShowQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let q = query(q)?;
     read(&app, &headers, |state, caller| {
+        let q: ShowQuery = query(q)?;
         let id = watch_id(&raw_id)?;
-        let w = state.resolve_watch(caller, &key(Some(id), &q))?;
+        let w = state.resolve_watch(caller, &key(Some(id), q.to_uri, q.project))?;
         if q.active_only.unwrap_or(false) && !w.is_active {
             return Err(not_active(w));
         }
@@ -324,24 +385,15 @@ pub async fn show(
 
 #[utoipa::path(post, path = "/api/v1/watches", tag = "watches",
     request_body = CreateWatchBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first answer")),
     responses(
         (status = 201, body = WatchView, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "invalid_json, invalid_idempotency_key", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "trigger_not_allowed, mcp_token_not_allowed", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "project_not_found", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "to_uri_taken", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, invalid_interval, invalid_source, invalid_to_uri, idempotency_key_reused, field_too_long", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let command = parse_body::<CreateWatchBody>(body).and_then(|b| {
+    let command = parse_body::<CreateWatchBody>(&headers, body).and_then(|b| {
         let watch = NewWatch {
             project: b.project,
             source: b.source,
@@ -372,32 +424,45 @@ pub async fn create(
     }
 }
 
+/// The key a change names its watch by: the path's id, or the query's `to_uri`.
+type Keyed = Result<(Option<Uuid>, Option<String>, Option<String>), Problem>;
+
+fn by_id(raw_id: &str, q: Result<Query<KeyQuery>, QueryRejection>) -> Keyed {
+    let q: KeyQuery = query(q)?;
+    Ok((Some(watch_id(raw_id)?), q.to_uri, q.project))
+}
+
+fn by_uri(q: Result<Query<UriQuery>, QueryRejection>) -> Keyed {
+    let q: UriQuery = query(q)?;
+    Ok((None, q.to_uri, q.project))
+}
+
 async fn do_update(
     app: AppState,
     headers: HeaderMap,
-    id: Option<Result<Uuid, Problem>>,
-    q: Result<Query<WatchQuery>, QueryRejection>,
+    keyed: Keyed,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let command = (|| {
-        let q = query(q)?;
-        let id = id.transpose()?;
-        let b: UpdateWatchBody = parse_body(body)?;
+        let (id, to_uri, project) = keyed?;
+        let b: UpdateWatchBody = parse_body(&headers, body)?;
+        let if_match = if_match(&headers)?;
         let patch = WatchPatch {
             watch_interval: b.watch_interval,
             is_active: b.is_active,
             reason: b.reason,
             instruction: b.instruction,
         };
+        let key = key(id, to_uri, project);
         Ok(match b.pipeline {
             None => Command::UpdateWatch {
-                key: key(id, &q),
-                if_match: if_match(&headers),
+                key,
+                if_match,
                 patch,
             },
             Some(p) => Command::UpdateWatchWithPipeline {
-                key: key(id, &q),
-                if_match: if_match(&headers),
+                key,
+                if_match,
                 patch,
                 pipeline: p.map(Pipeline::try_from).transpose()?,
             },
@@ -412,61 +477,41 @@ async fn do_update(
 
 #[utoipa::path(patch, path = "/api/v1/watches/{id}", tag = "watches",
     request_body = UpdateWatchBody,
-    params(("id" = Uuid, Path), WatchQuery,
-        ("If-Match" = Option<String>, Header, description = "The version (ETag) you last saw"),
-        ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = Uuid, Path, description = "Watch id"), KeyQuery),
     responses(
         (status = 200, body = WatchView, headers(("ETag" = String))),
-        (status = 400, description = "invalid_watch_id, watch_keys_conflict, invalid_json", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "unauthorized", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "trigger_not_allowed", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "watch_not_found", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 412, description = "precondition_failed", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, nothing_to_change, invalid_interval, field_too_long", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn update(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(raw_id): Path<String>,
-    q: Result<Query<WatchQuery>, QueryRejection>,
+    q: Result<Query<KeyQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    do_update(app, headers, Some(watch_id(&raw_id)), q, body).await
+    do_update(app, headers, by_id(&raw_id, q), body).await
 }
 
 #[utoipa::path(patch, path = "/api/v1/watches", tag = "watches",
     request_body = UpdateWatchBody,
-    params(WatchQuery, ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(UriQuery),
     responses(
-        (status = 200, body = WatchView),
-        (status = 400, description = "watch_key_required, ambiguous_to_uri", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "watch_not_found", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 412, description = "precondition_failed", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_body, nothing_to_change, invalid_interval, field_too_long", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        (status = 200, body = WatchView, headers(("ETag" = String))),
+    ))]
 pub async fn update_by_uri(
     State(app): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<WatchQuery>, QueryRejection>,
+    q: Result<Query<UriQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    do_update(app, headers, None, q, body).await
+    do_update(app, headers, by_uri(q), body).await
 }
 
-async fn do_delete(
-    app: AppState,
-    headers: HeaderMap,
-    id: Option<Result<Uuid, Problem>>,
-    q: Result<Query<WatchQuery>, QueryRejection>,
-) -> Result<Response, Problem> {
+async fn do_delete(app: AppState, headers: HeaderMap, keyed: Keyed) -> Result<Response, Problem> {
     let command = (|| {
-        let q = query(q)?;
-        let id = id.transpose()?;
+        let (id, to_uri, project) = keyed?;
         Ok(Command::DeleteWatch {
-            key: key(id, &q),
-            if_match: if_match(&headers),
+            key: key(id, to_uri, project),
+            if_match: if_match(&headers)?,
         })
     })();
     let done = mutate(&app, &headers, "delete_watch", false, command).await?;
@@ -482,51 +527,36 @@ async fn do_delete(
 }
 
 #[utoipa::path(delete, path = "/api/v1/watches/{id}", tag = "watches",
-    params(("id" = Uuid, Path), WatchQuery, ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = Uuid, Path, description = "Watch id"), KeyQuery),
     responses(
         (status = 200, body = WatchDeleted),
-        (status = 400, description = "invalid_watch_id, watch_keys_conflict", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "trigger_not_allowed", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "watch_not_found", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 412, description = "precondition_failed", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn delete(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(raw_id): Path<String>,
-    q: Result<Query<WatchQuery>, QueryRejection>,
+    q: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    do_delete(app, headers, Some(watch_id(&raw_id)), q).await
+    do_delete(app, headers, by_id(&raw_id, q)).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/watches", tag = "watches",
-    params(WatchQuery, ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(UriQuery),
     responses(
         (status = 200, body = WatchDeleted),
-        (status = 400, description = "watch_key_required, ambiguous_to_uri", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "watch_not_found", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn delete_by_uri(
     State(app): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<WatchQuery>, QueryRejection>,
+    q: Result<Query<UriQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    do_delete(app, headers, None, q).await
+    do_delete(app, headers, by_uri(q)).await
 }
 
-async fn do_trigger(
-    app: AppState,
-    headers: HeaderMap,
-    id: Option<Result<Uuid, Problem>>,
-    q: Result<Query<WatchQuery>, QueryRejection>,
-) -> Result<Response, Problem> {
-    let command = (|| {
-        let q = query(q)?;
-        let id = id.transpose()?;
-        Ok(Command::TriggerWatch { key: key(id, &q) })
-    })();
+async fn do_trigger(app: AppState, headers: HeaderMap, keyed: Keyed) -> Result<Response, Problem> {
+    let command = keyed.map(|(id, to_uri, project)| Command::TriggerWatch {
+        key: key(id, to_uri, project),
+    });
     let done = mutate(&app, &headers, "trigger_watch", false, command).await?;
     match done.reply {
         Reply::WatchTriggered { id, to_uri } => Ok((
@@ -543,35 +573,28 @@ async fn do_trigger(
 }
 
 #[utoipa::path(post, path = "/api/v1/watches/{id}/trigger", tag = "watches",
-    params(("id" = Uuid, Path), WatchQuery, ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = Uuid, Path, description = "Watch id"), KeyQuery),
     responses(
         (status = 202, description = "Fired now, paused or not", body = WatchTriggered),
-        (status = 400, description = "invalid_watch_id", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "trigger_not_allowed", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "watch_not_found", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub async fn trigger(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(raw_id): Path<String>,
-    q: Result<Query<WatchQuery>, QueryRejection>,
+    q: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    do_trigger(app, headers, Some(watch_id(&raw_id)), q).await
+    do_trigger(app, headers, by_id(&raw_id, q)).await
 }
 
 #[utoipa::path(post, path = "/api/v1/watches/trigger", tag = "watches",
-    params(WatchQuery, ("Idempotency-Key" = Option<String>, Header)),
+    params(UriQuery),
     responses(
-        (status = 202, body = WatchTriggered),
-        (status = 400, description = "watch_key_required, ambiguous_to_uri", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "watch_not_found", body = super::problem::ProblemDoc, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        (status = 202, description = "Fired now, paused or not", body = WatchTriggered),
+    ))]
 pub async fn trigger_by_uri(
     State(app): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<WatchQuery>, QueryRejection>,
+    q: Result<Query<UriQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    do_trigger(app, headers, None, q).await
+    do_trigger(app, headers, by_uri(q)).await
 }

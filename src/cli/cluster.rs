@@ -70,8 +70,7 @@ fn render(body: &Value, color: bool) -> String {
         f.add(
             "stream",
             format!(
-                "{} at seq {}, {} replicas (led by {}): {}",
-                text(&stream["name"]),
+                "at seq {}, {} replicas (led by {}): {}",
                 text(&stream["last_seq"]),
                 text(&stream["replicas"]),
                 text(&stream["leader"]),
