@@ -17,6 +17,10 @@ use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -181,6 +185,42 @@ struct Window {
     last_at: Millis,
 }
 
+/// What the writer counts, for `/metrics`. The instruments are shared handles: the server
+/// registers clones of them, and the writer updates them once a group is durable.
+#[derive(Clone, Debug)]
+pub struct WriterMetrics {
+    /// Commits made durable by this node, by plane and outcome.
+    pub commits: Family<CommitLabels, Counter>,
+    /// Commits per group commit (one write and one `fdatasync` each).
+    pub group_size: Histogram,
+    /// Seconds from a command's submission until its commit is durable and it is answered.
+    pub latency: Histogram,
+    /// Watch fires skipped because the watch's previous build still ran.
+    pub fires_skipped: Counter,
+    /// Watch runs that passed unfired (downtime) and were folded into one catch-up fire.
+    pub fires_missed: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommitLabels {
+    pub plane: &'static str,
+    pub outcome: &'static str,
+}
+
+impl Default for WriterMetrics {
+    fn default() -> Self {
+        WriterMetrics {
+            commits: Family::default(),
+            // 1 to 1024, the most one group holds.
+            group_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            // 50 µs to about 1.6 s.
+            latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            fires_skipped: Counter::default(),
+            fires_missed: Counter::default(),
+        }
+    }
+}
+
 pub struct Control {
     tx: mpsc::Sender<Msg>,
     /// The head seq of the readable state, for anyone waiting for something to change.
@@ -198,6 +238,7 @@ pub struct Control {
     cluster: Option<Arc<ClusterLink>>,
     /// A full lease, for [`Control::grant_fresh_leases`].
     lease_ms: Millis,
+    metrics: WriterMetrics,
 }
 
 /// Counts a submission in flight until it is dropped (answered, or its caller went away).
@@ -578,7 +619,9 @@ impl Control {
         let shared = Arc::new(RwLock::new(state.clone()));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (changed, changes) = watch::channel(state.head_seq);
+        let metrics = WriterMetrics::default();
         let writer = Writer {
+            metrics: metrics.clone(),
             cluster: options.cluster.clone(),
             windows: HashMap::new(),
             changed,
@@ -651,6 +694,7 @@ impl Control {
             in_flight: AtomicUsize::new(0),
             cluster: options.cluster,
             lease_ms: options.rules.lease_ms(),
+            metrics,
         })
     }
 
@@ -736,6 +780,15 @@ impl Control {
         if !self.leads() {
             return Err(ControlError::NotLeader);
         }
+        let queued = std::time::Instant::now();
+        let answer = self.submit_queued(submission).await;
+        if let Ok(Submitted { seq: Some(_), .. }) = &answer {
+            self.metrics.latency.observe(queued.elapsed().as_secs_f64());
+        }
+        answer
+    }
+
+    async fn submit_queued(&self, submission: Submission) -> Result<Submitted, ControlError> {
         let (tx, mut rx) = oneshot::channel();
         let alone = self.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
         let _counted = InFlight(&self.in_flight);
@@ -794,6 +847,26 @@ impl Control {
     /// Wakes whenever commits have been applied to the readable state.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.clone()
+    }
+
+    /// The writer's instruments, for `/metrics`.
+    pub fn metrics(&self) -> &WriterMetrics {
+        &self.metrics
+    }
+
+    /// Messages waiting for the writer (commands, and commits read from a cluster's log).
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Whether the writer is running and the log takes writes: the state was restored, and
+    /// nothing has stopped the store since.
+    pub fn is_running(&self) -> bool {
+        self.writer
+            .lock()
+            .as_ref()
+            .is_some_and(|h| !h.is_finished())
+            && self.store.failure().is_none()
     }
 
     /// Stops accepting commands, lets everything already queued finish, flushes the log and
@@ -859,6 +932,7 @@ struct Writer {
     renewals: Renewals,
     rules: Rules,
     last_at: Millis,
+    metrics: WriterMetrics,
 }
 
 type ReplyTo = Option<oneshot::Sender<Result<Submitted, ControlError>>>;
@@ -893,6 +967,24 @@ struct Sealed {
     record: Vec<u8>,
     entry: AuditEntry,
     cold: Vec<domain::ColdOp>,
+    /// Fires this commit skipped, and runs it reports missed, for the metrics.
+    fires: (u64, u64),
+}
+
+fn commit_labels(e: &AuditEntry) -> CommitLabels {
+    CommitLabels {
+        plane: e.plane.as_str(),
+        outcome: if e.accepted { "accepted" } else { "rejected" },
+    }
+}
+
+/// Watch fires skipped and runs missed in these events.
+fn fire_tally(events: &[Event]) -> (u64, u64) {
+    events.iter().fold((0, 0), |(skipped, missed), e| match e {
+        Event::WatchSkipped { .. } => (skipped + 1, missed),
+        Event::WatchRan { missed: m, .. } => (skipped, missed + u64::from(*m)),
+        _ => (skipped, missed),
+    })
 }
 
 enum Answer {
@@ -1135,6 +1227,7 @@ impl Writer {
                 )
             }
         };
+        let fires = fire_tally(&events);
         let body = CommitBody {
             at,
             meta: Meta {
@@ -1159,6 +1252,7 @@ impl Writer {
                         record,
                         entry,
                         cold,
+                        fires,
                     }),
                 )
             }
@@ -1197,6 +1291,7 @@ impl Writer {
     /// yet. A commit that does not follow this node's head is damage or a fork: it is reported
     /// and nothing after it is applied.
     fn replicate(&mut self, commits: Vec<(Commit, Vec<u8>)>) {
+        let mut counted = Vec::new();
         let mut records = Vec::new();
         let mut entries = Vec::new();
         let mut cold = Vec::new();
@@ -1213,7 +1308,10 @@ impl Writer {
                 break;
             }
             let mut ops = Vec::new();
-            entries.push(self.working.apply_with(&c, &mut ops));
+            let entry = self.working.apply_with(&c, &mut ops);
+            let tally = fire_tally(&c.body.events);
+            counted.push((commit_labels(&entry), tally));
+            entries.push(entry);
             cold.extend(ops.into_iter().map(|op| (c.seq, op)));
             records.push((c.seq, record));
         }
@@ -1228,6 +1326,11 @@ impl Writer {
                 let old = std::mem::replace(&mut *self.shared.write(), published);
                 drop(old);
                 self.changed.send_replace(head);
+                for (labels, (skipped, missed)) in &counted {
+                    self.metrics.commits.get_or_create(labels).inc();
+                    self.metrics.fires_skipped.inc_by(*skipped);
+                    self.metrics.fires_missed.inc_by(*missed);
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "commits from the cluster's log could not be written here");
@@ -1272,11 +1375,15 @@ impl Writer {
         let mut entries = Vec::new();
         let mut cold = Vec::new();
         let mut answers = Vec::with_capacity(pending.len());
+        let mut counted = Vec::new();
+        let mut fires = (0, 0);
         for ((answer, sealed), reply_to) in pending {
             if let Some(s) = sealed {
                 records.push((s.seq, s.record));
+                counted.push(commit_labels(&s.entry));
                 entries.push(s.entry);
                 cold.extend(s.cold.into_iter().map(|op| (s.seq, op)));
+                fires = (fires.0 + s.fires.0, fires.1 + s.fires.1);
             }
             answers.push((answer, reply_to));
         }
@@ -1299,6 +1406,12 @@ impl Writer {
                     let old = std::mem::replace(&mut *self.shared.write(), published);
                     drop(old);
                     self.changed.send_replace(head);
+                    self.metrics.group_size.observe(written_count as f64);
+                    for labels in &counted {
+                        self.metrics.commits.get_or_create(labels).inc();
+                    }
+                    self.metrics.fires_skipped.inc_by(fires.0);
+                    self.metrics.fires_missed.inc_by(fires.1);
                 }
                 for (answer, reply_to) in answers {
                     let Some(reply_to) = reply_to else {

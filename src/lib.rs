@@ -12,6 +12,7 @@
 //! - [`limits`]: rate limits per token and bucket.
 //! - [`api`]: the REST surface (`/api/v1`), problem+json errors, the OpenAPI document.
 //! - [`mcp`]: the MCP endpoint (`/mcp`): the same commands and projections as tools for agents.
+//! - [`console`]: the web console at `/`, a client of the REST API embedded in the binary.
 //! - [`runner`]: runs claimed jobs as process groups; `reeve runner` and the embedded runners.
 //! - [`server`]: configuration, bootstrap (the first admin token), serve, the timers (lease
 //!   expiry, job log retention), graceful shutdown.
@@ -65,6 +66,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod cluster;
+pub mod console;
 pub mod control;
 pub mod domain;
 pub mod limits;

@@ -3,6 +3,7 @@
 //! `Retry-After` and `RateLimit-*` headers.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -58,6 +59,8 @@ type Limiter = DefaultKeyedRateLimiter<Uuid, StateInformationMiddleware>;
 struct Slot {
     per_min: u32,
     limiter: Limiter,
+    /// Requests this bucket refused, for `/metrics`.
+    refused: AtomicU64,
 }
 
 impl Slot {
@@ -67,6 +70,7 @@ impl Slot {
             per_min: per_min.get(),
             limiter: DefaultKeyedRateLimiter::<Uuid>::keyed(Quota::per_minute(per_min))
                 .with_middleware::<StateInformationMiddleware>(),
+            refused: AtomicU64::new(0),
         }
     }
 }
@@ -119,6 +123,7 @@ impl RateLimits {
                 }))
             }
             Err(not_until) => {
+                slot.refused.fetch_add(1, Ordering::Relaxed);
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 Err(Quotum {
                     limit: slot.per_min,
@@ -127,5 +132,17 @@ impl RateLimits {
                 })
             }
         }
+    }
+
+    /// Requests refused so far, by bucket (`mcp_trigger` and `mcp_read` are MCP tokens').
+    pub fn refusals(&self) -> [(&'static str, u64); 5] {
+        let n = |slot: &Slot| slot.refused.load(Ordering::Relaxed);
+        [
+            ("trigger", n(&self.trigger)),
+            ("read", n(&self.read)),
+            ("default", n(&self.default)),
+            ("mcp_trigger", n(&self.mcp_trigger)),
+            ("mcp_read", n(&self.mcp_read)),
+        ]
     }
 }

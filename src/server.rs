@@ -4,13 +4,16 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use prometheus_client::metrics::histogram::Histogram;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::api::metrics::{Metrics, MetricsAccess};
 use crate::api::{self, AppState};
 use crate::auth;
 use crate::control::{Control, ControlError, Options, Submission};
@@ -56,6 +59,9 @@ pub struct ServerConfig {
     /// Cluster mode: the NATS servers, this node's name and the address other nodes reach it
     /// at (an empty name or address: this node's HTTP address). `None` runs alone.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Who may scrape `/metrics` (`--metrics`); `None`: open on a loopback listener, admin
+    /// tokens only on any other.
+    pub metrics: Option<MetricsAccess>,
 }
 
 /// The `--job-log-retention-days` default.
@@ -104,6 +110,7 @@ impl ServerConfig {
             )),
             job_log_prune_every: JOB_LOG_PRUNE_EVERY,
             cluster: None,
+            metrics: None,
         }
     }
 }
@@ -160,6 +167,14 @@ impl Server {
             addr: cfg.listen,
             source,
         })?;
+        // Served from the start, so that a probe learns the server is opening its log (which
+        // can take a while on a long one) instead of finding the port silent.
+        let (stop, stopped) = watch::channel(false);
+        let app_slot: Arc<OnceLock<axum::Router>> = Arc::new(OnceLock::new());
+        let mut front = Front(Some((
+            stop,
+            tokio::spawn(serve(listener, app_slot.clone(), stopped)),
+        )));
         let node = match cfg.cluster.as_mut() {
             Some(cc) => {
                 if cfg.admin_token.is_none() {
@@ -207,7 +222,11 @@ impl Server {
             .map_err(|e| ServerError::Bootstrap(e.to_string()))??;
         let control = Arc::new(control);
         let node = node.map(|(node, _)| node);
-        let (stop, mut stopped) = watch::channel(false);
+        let Some((stop, serving)) = front.take() else {
+            return Err(ServerError::Bootstrap(
+                "the listener stopped while starting".into(),
+            ));
+        };
         let (admin_token, admin_token_path, cluster) = match &node {
             None => {
                 let (token, path) =
@@ -228,15 +247,27 @@ impl Server {
                 (None, None, Some(run))
             }
         };
+        let limits = Arc::new(RateLimits::new(cfg.limits()));
+        let metrics = Arc::new(Metrics::new(
+            &control,
+            &limits,
+            cfg.metrics
+                .unwrap_or_else(|| MetricsAccess::default_for(cfg.listen)),
+            Duration::from_secs(cfg.lease_secs.max(1)),
+        ));
         let state = AppState {
             control: control.clone(),
-            limits: Arc::new(RateLimits::new(cfg.limits())),
+            limits,
             rules,
             shutdown: stop.subscribe(),
+            metrics: metrics.clone(),
         };
         // The one place the doors are put together.
         let app = api::layers(
-            api::router(state.clone()).merge(crate::mcp::router(state, cfg.mcp.clone())),
+            api::router(state.clone())
+                .merge(crate::mcp::router(state, cfg.mcp.clone()))
+                .merge(crate::console::router()),
+            metrics.clone(),
         );
         let app = app.layer(axum::middleware::from_fn(commit_seq));
         let app = match &node {
@@ -249,13 +280,8 @@ impl Server {
             )),
             None => app,
         };
-        let serving = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        // From here on the listener serves the whole API.
+        let _ = app_slot.set(app);
         let timers = tokio::spawn(timers(control.clone(), stop.subscribe()));
         if node.is_some() && cfg.runners > 0 {
             tracing::info!(
@@ -291,6 +317,7 @@ impl Server {
             control.clone(),
             stop.subscribe(),
             cfg.watch_failure_limit,
+            metrics.fire_lateness.clone(),
         ));
         let log_retention = tokio::spawn(log_retention(
             control.clone(),
@@ -313,6 +340,63 @@ impl Server {
             cluster,
         })
     }
+}
+
+type Serving = JoinHandle<std::io::Result<()>>;
+
+/// The listener's task while the server starts. Should the start fail, dropping this stops
+/// it, so a failed start leaves nothing listening.
+struct Front(Option<(watch::Sender<bool>, Serving)>);
+
+impl Front {
+    /// The server started: its stop switch and its listener's task are the running server's.
+    fn take(&mut self) -> Option<(watch::Sender<bool>, Serving)> {
+        self.0.take()
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        if let Some((stop, serving)) = self.0.take() {
+            let _ = stop.send(true);
+            serving.abort();
+        }
+    }
+}
+
+/// Serves the listener until `stopped`: the whole API once it is in `app`, and until then
+/// only `/healthz` (200) and, for everything else, 503 `not_ready`.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Arc<OnceLock<axum::Router>>,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use tower::ServiceExt;
+    let front = axum::Router::new().fallback_service(tower::service_fn(
+        move |req: axum::extract::Request| {
+            let app = app.clone();
+            async move {
+                match app.get() {
+                    Some(app) => app.clone().oneshot(req).await,
+                    None => Ok(starting(req.uri().path())),
+                }
+            }
+        },
+    ));
+    axum::serve(listener, front)
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+fn starting(path: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if path == "/healthz" {
+        return axum::Json(serde_json::json!({"status": "starting"})).into_response();
+    }
+    api::metrics::not_ready("reeve is opening its log and is not serving yet; retry shortly")
+        .into_response()
 }
 
 /// Tells the caller of a request that made a commit which one: `Reeve-Seq` (the last, if it
@@ -432,7 +516,12 @@ async fn timers(control: Arc<Control>, mut stop: watch::Receiver<bool>) {
 /// (ordered by `next_run_at`): it sleeps until the earliest run, or until any commit changes
 /// the state (a pause, resume, interval change or delete takes effect at once), then fires
 /// everything due. Whether a fire still stands (paused, deleted, not due) is `decide`'s call.
-async fn scheduler(control: Arc<Control>, mut stop: watch::Receiver<bool>, failure_limit: u32) {
+async fn scheduler(
+    control: Arc<Control>,
+    mut stop: watch::Receiver<bool>,
+    failure_limit: u32,
+    lateness: Histogram,
+) {
     const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
     let mut changes = control.subscribe();
     // What was refused once is not asked again: a refusal is a commit, and asking again on
@@ -487,6 +576,10 @@ async fn scheduler(control: Arc<Control>, mut stop: watch::Receiver<bool>, failu
                 match submitted {
                     Ok(s) if s.result.is_err() => {
                         refused.insert(key);
+                    }
+                    Ok(_) if key.1 == "fire" => {
+                        let late = api::now_ms().saturating_sub(key.2 as Millis);
+                        lateness.observe(late.max(0) as f64 / 1000.0);
                     }
                     Ok(_) => {}
                     Err(e) => {

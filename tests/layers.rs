@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 /// log on the core; the doors on what is below them; the server and the CLI put it together.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &[]),
+    // The console's files and their routes; it reaches reeve only over HTTP, like any client.
+    ("console", &[]),
     ("log", &["domain"]),
     ("control", &["domain", "log"]),
     ("auth", &["domain", "log"]),
@@ -26,14 +28,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "server",
         &[
-            "api", "auth", "cluster", "control", "domain", "limits", "log", "mcp", "runner",
+            "api", "auth", "cluster", "console", "control", "domain", "limits", "log", "mcp",
+            "runner",
         ],
     ),
     (
         "cli",
         &[
-            "api", "auth", "cluster", "control", "domain", "limits", "log", "mcp", "runner",
-            "server",
+            "api", "auth", "cluster", "console", "control", "domain", "limits", "log", "mcp",
+            "runner", "server",
         ],
     ),
 ];

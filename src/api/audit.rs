@@ -34,7 +34,7 @@ pub struct AuditQuery {
     pub project: Option<String>,
     /// `token:<id>`, a bare token id, or `system`.
     pub principal: Option<String>,
-    /// rest, mcp, cli, scheduler, runner, system.
+    /// rest, cli, web, mcp, scheduler, runner, system.
     pub plane: Option<String>,
     /// accepted or rejected.
     pub outcome: Option<String>,
@@ -159,7 +159,7 @@ pub async fn list(
         .map(|p| {
             Plane::parse(p).ok_or_else(|| {
                 invalid(format!(
-                    "unknown plane {p:?}; use rest, mcp, cli, scheduler, runner or system"
+                    "unknown plane {p:?}; use rest, cli, web, mcp, scheduler, runner or system"
                 ))
             })
         })

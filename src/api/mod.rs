@@ -4,12 +4,15 @@
 pub mod audit;
 pub mod builds;
 pub mod cluster;
+pub mod events;
+pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod projects;
 pub mod runner;
 pub mod tokens;
 pub mod watches;
+pub mod whoami;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -42,8 +45,8 @@ pub const TEXT: &str = "text/plain";
 /// A runner's chunk of output.
 pub const BYTES: &str = "application/octet-stream";
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// Sent by the `reeve` command line (`Reeve-Plane: cli`) so its requests are admitted and
-/// audited on the `cli` plane rather than `rest`.
+/// Sent by the `reeve` command line (`Reeve-Plane: cli`) and the console (`Reeve-Plane: web`)
+/// so their requests are admitted and audited on their own plane rather than `rest`.
 pub const PLANE_HEADER: HeaderName = HeaderName::from_static("reeve-plane");
 
 #[derive(Clone)]
@@ -54,6 +57,8 @@ pub struct AppState {
     pub rules: Rules,
     /// Turns true when the server shuts down, so long-polls answer at once.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// What `/metrics` serves, and who may scrape it.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The REST door's routes. The server merges them with the MCP door's and wraps both in
@@ -64,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         .merge(projects::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
+        .merge(events::routes())
+        .merge(whoami::routes())
         .merge(builds::routes())
         .merge(runner::routes())
         .merge(cluster::routes())
@@ -73,6 +80,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(healthz))
+        .route("/readyz", get(metrics::ready))
+        .route("/metrics", get(metrics::serve))
         .route("/openapi.json", get(openapi::serve))
         .fallback(route_not_found)
         .layer(middleware::map_response(errors_as_problems))
@@ -80,9 +89,12 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// What every request passes through, whichever door it is for: tracing, its request id, the
-/// body limit, and a problem document instead of a dropped connection if a handler panics.
-pub fn layers(doors: Router) -> Router {
+/// body limit, its count and time in the metrics, and a problem document instead of a dropped
+/// connection if a handler panics.
+pub fn layers(doors: Router, metrics: Arc<metrics::Metrics>) -> Router {
     doors
+        // Inside the other layers, so a panic's 500 and a refused body's 413 are counted too.
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn(request_id))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -317,18 +329,20 @@ pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<Principal, Pro
     Ok(crate::auth::authenticate(state, secret, now_ms())?)
 }
 
-/// The plane of a request that came through the REST door: `rest`, or `cli` when the
-/// `reeve` command line says so with `Reeve-Plane: cli`. Any other value is refused rather
-/// than ignored, so the audit trail never records a plane the client did not ask for.
-/// The MCP and runner doors have planes of their own and do not read the header.
+/// The plane of a request that came through the REST door: `rest`, `cli` when the `reeve`
+/// command line says so with `Reeve-Plane: cli`, or `web` when the console says
+/// `Reeve-Plane: web`. Any other value is refused rather than ignored, so the audit trail
+/// never records a plane the client did not ask for. The MCP and runner doors have planes of
+/// their own and do not read the header.
 pub fn rest_plane(headers: &HeaderMap) -> Result<Plane, Problem> {
     match headers.get(&PLANE_HEADER) {
         None => Ok(Plane::Rest),
         Some(v) if v.as_bytes() == b"cli" => Ok(Plane::Cli),
+        Some(v) if v.as_bytes() == b"web" => Ok(Plane::Web),
         Some(v) => Err(Problem::bad_request(
             "invalid_header",
             format!(
-                "Reeve-Plane must be \"cli\" (what the reeve command line sends) or absent; got {:?}",
+                "Reeve-Plane must be \"cli\" (what the reeve command line sends), \"web\" (what the console sends) or absent; got {:?}",
                 String::from_utf8_lossy(v.as_bytes())
             ),
         )),
@@ -536,6 +550,9 @@ pub async fn submit_on(
     } else {
         (plane, None)
     };
+    if plane == Plane::Runner {
+        app.metrics.runner_seen(principal);
+    }
     let bucket = if plane == Plane::Runner {
         Bucket::Default
     } else {

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{AppState, audit, builds, cluster, problem, projects, runner, tokens, watches};
+use super::{
+    AppState, audit, builds, cluster, events, problem, projects, runner, tokens, watches, whoami,
+};
 use crate::domain::bounds;
 use crate::domain::{Plane, Rules};
 
@@ -28,9 +30,10 @@ use crate::domain::{Plane, Rules};
         builds::list, builds::show, builds::show_job, builds::job_log, builds::trigger, builds::restart_build,
         builds::abort_build, builds::restart_job, builds::rerun_job, builds::abort_job,
         runner::claim, runner::heartbeat, runner::finish, runner::append_log, runner::upload_pipeline,
-        tokens::list, tokens::create, tokens::revoke,
+        tokens::list, tokens::create, tokens::revoke, whoami::whoami,
         audit::list, audit::export, audit::digest,
         cluster::status,
+        events::stream,
     ),
     components(schemas(problem::ProblemDoc, watches::WatchView)),
     modifiers(&Bearer),
@@ -59,7 +62,8 @@ pub async fn serve(State(app): State<AppState>) -> Json<Value> {
 pub enum Door {
     /// No token needed.
     Open,
-    /// `api` and `admin` tokens; `Reeve-Plane: cli` may turn the plane into `cli`.
+    /// `api` and `admin` tokens; `Reeve-Plane: cli` or `web` may turn the plane into `cli` or
+    /// `web`.
     Rest,
     /// `/api/v1/mcp/...`: `mcp` tokens.
     Mcp,
@@ -208,6 +212,8 @@ pub const ROUTES: &[Route] = &[
     admin_read("/audit/export"),
     admin_read("/state/digest"),
     admin_read("/cluster"),
+    read("/events", &[]),
+    read("/whoami", &[]),
 ];
 
 /// The refusals of one domain operation (a command's `op`, or a read by its MCP tool's name),
@@ -980,8 +986,8 @@ fn door_headers(route: &Route) -> Vec<Value> {
             "name": "Reeve-Plane",
             "in": "header",
             "required": false,
-            "description": "`cli` (what the reeve command line sends) admits and audits the request on the cli plane; any other value is 400 `invalid_header`.",
-            "schema": {"type": "string", "enum": ["cli"]},
+            "description": "`cli` (what the reeve command line sends) or `web` (what the console sends) admits and audits the request on that plane; any other value is 400 `invalid_header`.",
+            "schema": {"type": "string", "enum": ["cli", "web"]},
         }));
     }
     if route.access == Access::Write {

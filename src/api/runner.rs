@@ -118,6 +118,7 @@ pub async fn claim(
     .is_some();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut changes = app.control.subscribe();
+    let mut waiting = None;
     loop {
         // Polling is not a change: only submit when a job is there to take (or to have a
         // refusal audited: a malformed or oversized request is refused whether or not a job
@@ -127,7 +128,11 @@ pub async fn claim(
                 let state = app.control.state();
                 let principal = authenticate(&state, &headers)?;
                 let caller = state.caller(principal, now_ms())?;
-                state.admit(&caller, Plane::Runner).is_err() || state.claimable(&caller).is_some()
+                let admitted = state.admit(&caller, Plane::Runner).is_ok();
+                if waiting.is_none() && admitted {
+                    waiting = app.metrics.runner_waiting(principal);
+                }
+                !admitted || state.claimable(&caller).is_some()
             };
         if worth_submitting {
             let command = parsed

@@ -204,7 +204,8 @@ fn parse_time(s: &str) -> Result<Millis, String> {
 }
 
 fn parse_plane(s: &str) -> Result<Plane, String> {
-    Plane::parse(s).ok_or_else(|| "use rest, mcp, cli, scheduler, runner or system".to_string())
+    Plane::parse(s)
+        .ok_or_else(|| "use rest, cli, web, mcp, scheduler, runner or system".to_string())
 }
 
 /// Why a verb stopped: a message and the exit code (1 failure, 2 usage).

@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// The `host:port` other nodes forward writes to (default: the listen address).
     #[arg(long, env = "REEVE_ADVERTISE", requires = "cluster")]
     advertise: Option<String>,
+    /// Who may scrape GET /metrics: anyone (open), admin tokens (admin), or nobody (off).
+    /// Default: open on a loopback listen address, admin on any other.
+    #[arg(long, env = "REEVE_METRICS", value_enum)]
+    metrics: Option<crate::api::metrics::MetricsAccess>,
 }
 
 /// The most `--job-log-retention-days` accepts: a hundred years.
@@ -179,6 +183,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             node_name: args.node_name.unwrap_or_default(),
             advertise: args.advertise.unwrap_or_default(),
         }),
+        metrics: args.metrics,
     };
     let server = match Server::start(cfg).await {
         Ok(s) => s,

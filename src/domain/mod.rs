@@ -66,6 +66,9 @@ pub enum Plane {
     Cli,
     Scheduler,
     Runner,
+    /// The web console (`Reeve-Plane: web` on the REST door). Appended last: postcard
+    /// encodes a variant by its index.
+    Web,
 }
 
 impl Plane {
@@ -77,6 +80,7 @@ impl Plane {
             Plane::Cli => "cli",
             Plane::Scheduler => "scheduler",
             Plane::Runner => "runner",
+            Plane::Web => "web",
         }
     }
 
@@ -88,6 +92,7 @@ impl Plane {
             "cli" => Plane::Cli,
             "scheduler" => Plane::Scheduler,
             "runner" => Plane::Runner,
+            "web" => Plane::Web,
             _ => return None,
         })
     }

@@ -173,8 +173,10 @@ impl State {
             return Ok(());
         };
         match (plane, token.kind) {
-            (Plane::Rest | Plane::Cli, TokenKind::Mcp) => Err(AccessRefused::McpTokenNotAllowed),
-            (Plane::Rest | Plane::Cli, TokenKind::Runner) => {
+            (Plane::Rest | Plane::Cli | Plane::Web, TokenKind::Mcp) => {
+                Err(AccessRefused::McpTokenNotAllowed)
+            }
+            (Plane::Rest | Plane::Cli | Plane::Web, TokenKind::Runner) => {
                 Err(AccessRefused::RunnerTokenNotAllowed)
             }
             (Plane::Mcp, kind) if kind != TokenKind::Mcp => Err(AccessRefused::McpTokenRequired),

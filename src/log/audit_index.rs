@@ -98,6 +98,7 @@ fn plane_byte(p: Plane) -> u8 {
         Plane::Cli => 3,
         Plane::Scheduler => 4,
         Plane::Runner => 5,
+        Plane::Web => 6,
     }
 }
 

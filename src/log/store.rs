@@ -1032,6 +1032,34 @@ impl Store {
         *self.failed.lock() = Some(why);
     }
 
+    /// Why the store stopped taking writes, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().clone()
+    }
+
+    /// How long the write-ahead log's `fdatasync`s take (a handle that stays current; an
+    /// empty one for a read-only copy, which never syncs).
+    pub fn fdatasync_seconds(&self) -> prometheus_client::metrics::histogram::Histogram {
+        match self.wal.lock().as_ref() {
+            Some(wal) => wal.syncs(),
+            None => prometheus_client::metrics::histogram::Histogram::new([]),
+        }
+    }
+
+    /// Bytes the log takes on disk: the write-ahead log's segments and sled's files.
+    pub fn disk_bytes(&self) -> u64 {
+        fn size(path: &Path) -> u64 {
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.is_dir() => std::fs::read_dir(path)
+                    .map(|entries| entries.flatten().map(|e| size(&e.path())).sum())
+                    .unwrap_or(0),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            }
+        }
+        size(&self.dir.join("wal")) + size(&self.dir.join("log"))
+    }
+
     /// Writes what commits up to `through` asked of the cold tree (in commit order), and
     /// deletes the chunks of the cold output they pruned first: a crash between the two leaves
     /// the ops to be written again.
