@@ -264,7 +264,7 @@ async fn the_stream_refuses_what_it_cannot_serve_and_ends_with_its_token() {
     let (_, mcp) = s.create_token("mcp", json!({}), false).await;
     let r = fetch(s.call(Method::GET, &mcp, "/events")).await;
     assert_problem(&r, 403, "mcp_token_not_allowed");
-    for bad in ["x", "-1", ""] {
+    for bad in ["x", "-1", "", "+5", "99999999999999999999"] {
         let r = fetch(
             s.call(Method::GET, &s.admin, "/events")
                 .header("Last-Event-ID", bad),

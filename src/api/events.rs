@@ -87,7 +87,7 @@ pub fn visible(caller: &Caller<'_>, e: &AuditEntry) -> bool {
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
-    params(("Last-Event-ID" = Option<u64>, Header,
+    params(("Last-Event-ID" = Option<String>, Header, pattern = r"^[0-9]{1,19}$",
         description = "Resume after this seq (the `id` of the last event received): the commits after it are sent first, then the stream follows live. Without it the stream starts at the current head."),
         EventsQuery),
     responses(
@@ -109,10 +109,11 @@ pub async fn stream(
     })?;
     let after = match headers.get(&LAST_EVENT_ID) {
         None => head,
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
+        // Digits only, and few enough to be a seq: what the document's pattern says.
+        Some(v) => Some(v.as_bytes())
+            .filter(|b| (1..=19).contains(&b.len()) && b.iter().all(u8::is_ascii_digit))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse::<u64>().ok())
             .ok_or_else(|| {
                 Problem::bad_request(
                     "invalid_header",

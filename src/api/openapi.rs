@@ -477,7 +477,44 @@ pub fn document(rules: &Rules) -> Value {
     unsigned_ranges(&mut doc);
     derive_operations(&mut doc);
     add_links(&mut doc);
+    server_sent_events(&mut doc);
     doc
+}
+
+/// A `text/event-stream` answer is described event by event: each event's `data` is JSON of
+/// the schema the handler names (`contentMediaType` and `contentSchema`), its `id` the seq.
+fn server_sent_events(doc: &mut Value) {
+    // `Last-Event-ID` is optional, never null: a value is a seq or it is refused.
+    if let Some(params) = doc
+        .pointer_mut("/paths/~1api~1v1~1events/get/parameters")
+        .and_then(Value::as_array_mut)
+    {
+        for p in params.iter_mut().filter(|p| p["name"] == "Last-Event-ID") {
+            p["required"] = json!(false);
+            p["schema"] = json!({"type": "string", "pattern": "^[0-9]{1,19}$"});
+        }
+    }
+    let Some(content) =
+        doc.pointer_mut("/paths/~1api~1v1~1events/get/responses/200/content/text~1event-stream")
+    else {
+        return;
+    };
+    let Some(summary) = content.get("schema").cloned() else {
+        return;
+    };
+    content["schema"] = json!({
+        "type": "object",
+        "required": ["id", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The commit's seq: send it back as Last-Event-ID to resume after it."},
+            "event": {"type": "string", "description": "Not sent: every event is a `message`."},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": summary,
+            },
+        },
+    });
 }
 
 /// How the answer of one operation addresses what it made: (source method, source path,
