@@ -319,7 +319,11 @@ impl Server {
             cfg.watch_failure_limit,
             metrics.fire_lateness.clone(),
         ));
+        // Deletions a crash interrupted are finished before reeve serves: the projection says
+        // those logs are gone, so their chunks must be gone too, even when retention is off.
+        let unswept = !sweep_pruned_logs(&control).await;
         let log_retention = tokio::spawn(log_retention(
+            unswept,
             control.clone(),
             stop.subscribe(),
             cfg.job_log_retention,
@@ -612,14 +616,12 @@ async fn scheduler(
 /// deletes the output of the jobs each commit names once that commit is durable. Which jobs
 /// qualify is `decide`'s rule; with none due, nothing is submitted and the log does not grow.
 async fn log_retention(
+    mut unswept: bool,
     control: Arc<Control>,
     mut stop: watch::Receiver<bool>,
     retention: Option<Duration>,
     every: Duration,
 ) {
-    // Deletions a crash interrupted are finished even when retention is now off: the
-    // projection says those logs are gone, so their chunks must go too.
-    let mut unswept = !sweep_pruned_logs(&control).await;
     let Some(retention) = retention else {
         return;
     };

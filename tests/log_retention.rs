@@ -554,9 +554,19 @@ async fn pruned_output_stays_gone_across_a_restart_and_left_over_chunks_are_dele
         "one prune commit per pass that found work: {trail:#?}"
     );
 
+    // A crash can only leave chunks of the newest prune behind (the sweep after a start looks
+    // at prunes from the last one it finished on): with two passes, that is the later one's job.
+    let pruned_at = |j: Value| j["log_pruned_at"].as_str().unwrap_or_default().to_string();
+    let last = if pruned_at(s.job_now("p", &aborted.0).await) > pruned_at(job.clone()) {
+        aborted
+    } else {
+        gone
+    };
+
     // The chunks are gone from the data dir, not only hidden.
     s.shutdown().await;
     let id = Uuid::parse_str(&gone.0).unwrap();
+    let last_id = Uuid::parse_str(&last.0).unwrap();
     {
         let store = Store::open(&s.data_dir(), SyncMode::Durable).expect("the data dir opens");
         assert_eq!(store.log_len(id).unwrap(), 0, "chunks left in the data dir");
@@ -567,8 +577,8 @@ async fn pruned_output_stays_gone_across_a_restart_and_left_over_chunks_are_dele
             "the late output was not written"
         );
         // As if reeve had died after the prune commit and before deleting the chunks.
-        store.append_log(id, b"left behind", 1 << 20).unwrap();
-        assert_eq!(store.log_len(id).unwrap(), 11);
+        store.append_log(last_id, b"left behind", 1 << 20).unwrap();
+        assert_eq!(store.log_len(last_id).unwrap(), 11);
     }
 
     let mut s = s.restart().await;
@@ -586,7 +596,7 @@ async fn pruned_output_stays_gone_across_a_restart_and_left_over_chunks_are_dele
     s.shutdown().await;
     let store = Store::open(&s.data_dir(), SyncMode::Durable).expect("the data dir opens");
     assert_eq!(
-        store.log_len(id).unwrap(),
+        store.log_len(last_id).unwrap(),
         0,
         "the start-up sweep deletes what a crash left behind"
     );
