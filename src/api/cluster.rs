@@ -93,7 +93,17 @@ pub async fn status(
                     mode: "cluster".into(),
                     node: s.node.clone(),
                     leader: s.leader.as_ref().map(NodeView::from),
-                    nodes: s.nodes.iter().map(NodeView::from).collect(),
+                    // Which node leads is the leader key's word: a node's own report of it
+                    // is up to one renewal old, and two reports may briefly both say yes (or
+                    // neither) across a failover.
+                    nodes: s
+                        .nodes
+                        .iter()
+                        .map(|n| NodeView {
+                            leads: s.leader.as_ref().is_some_and(|l| l.name == n.name),
+                            ..NodeView::from(n)
+                        })
+                        .collect(),
                     stream: s.stream.as_ref().map(|st| StreamView {
                         last_seq: st.last_seq,
                         replicas: st.replicas,
