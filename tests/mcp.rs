@@ -1788,6 +1788,10 @@ async fn create_watch_refusals_change_nothing() {
         json!({"project": "p", "source": "https://source.example.com/x", "to_uri": "docs", "watch_interval": 60}),
         json!({"project": "p", "source": "https://source.example.com/x", "to_uri": "viking://res/docs", "watch_interval": 60}),
         json!({"project": "nope", "source": "https://source.example.com/x", "to_uri": "viking://res/x", "watch_interval": 60}),
+        // What a URL parse forgives (a tab, a leading control character) is refused at every
+        // door, since the rule is the domain's.
+        json!({"project": "p", "source": "https://source.example.com/x", "to_uri": "viking://res/a\tb", "watch_interval": 60}),
+        json!({"project": "p", "source": "\u{1}https://source.example.com/x", "to_uri": "viking://res/y", "watch_interval": 60}),
     ];
     for body in bad {
         let rest = s.create_watch(&s.admin, body.clone()).await;

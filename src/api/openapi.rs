@@ -737,7 +737,7 @@ macro_rules! not_space {
 /// A watch's `source` and `to_uri`: an absolute URL as reeve reads one (the WHATWG URL
 /// standard, which takes spaces in a path, so not RFC 3986's `format: uri`): a scheme, `:`,
 /// then `//host/...`, a path or nothing; no control characters, no white space at either end
-/// (`api::watches::uri_shape` and the domain's parse). It leaves out some URLs reeve takes
+/// (`domain::watch::validate_uri`). It leaves out some URLs reeve takes
 /// (a port, user info) so that what it admits is what reeve accepts; a host of a special
 /// scheme (http, https, ws, wss, ftp, file) must also be a host name or an IPv4 address.
 pub const URI_PATTERN: &str = concat!(

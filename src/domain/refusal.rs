@@ -156,11 +156,11 @@ refusals! {
         IntervalBelowFloor { minutes: f64, floor_secs: u64 } = (422, "invalid_interval", "watch_interval"),
         #[error("source must be at most {max} bytes")]
         SourceTooLong { max: usize } = (422, "invalid_source", "source"),
-        #[error("source must be an absolute URI with a scheme, such as https://example.com/repo or viking://res/docs; got {value:?}")]
+        #[error("source must be an absolute URI that starts with its scheme and holds no control characters, such as https://example.com/repo or viking://res/docs; got {value:?}")]
         SourceNotUri { value: String } = (422, "invalid_source", "source"),
         #[error("to_uri must be at most {max} bytes")]
         ToUriTooLong { max: usize } = (422, "invalid_to_uri", "to_uri"),
-        #[error("to_uri must be an absolute URI with a scheme, such as https://example.com/repo or viking://res/docs; got {value:?}")]
+        #[error("to_uri must be an absolute URI that starts with its scheme and holds no control characters, such as https://example.com/repo or viking://res/docs; got {value:?}")]
         ToUriNotUri { value: String } = (422, "invalid_to_uri", "to_uri"),
         #[error("reason must be at most {max} characters")]
         ReasonTooLong { max: usize } = (422, "invalid_reason", "reason"),

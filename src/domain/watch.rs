@@ -156,7 +156,10 @@ pub fn validate_interval(minutes: f64, floor_secs: u64) -> Result<(), WatchRefus
     Ok(())
 }
 
-/// Whether `value` is an absolute URI; `too_long` and `not_uri` say which field it is.
+/// Whether `value` is an absolute URI that starts with its scheme and holds no control
+/// character; `too_long` and `not_uri` say which field it is. The URL parse alone would
+/// forgive both (it drops leading control characters, and tabs and newlines anywhere), and
+/// the watch would then be keyed by a `to_uri` other than the one its target reads.
 fn validate_uri(
     value: &str,
     too_long: impl FnOnce(usize) -> WatchRefused,
@@ -165,8 +168,15 @@ fn validate_uri(
     if value.len() > MAX_URI_LEN {
         return Err(too_long(MAX_URI_LEN));
     }
-    let trimmed = value.trim();
-    if trimmed != value || url::Url::parse(value).is_err() {
+    let scheme_first = value
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic());
+    if !scheme_first
+        || value.chars().any(|c| c.is_ascii_control())
+        || value.trim() != value
+        || url::Url::parse(value).is_err()
+    {
         return Err(not_uri(value.to_string()));
     }
     Ok(())

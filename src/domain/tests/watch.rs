@@ -82,6 +82,31 @@ fn a_watch_needs_a_project_and_uris() {
 }
 
 #[test]
+fn a_uri_starts_with_its_scheme_and_holds_no_control_character() {
+    // Each of these parses as a URL once the parse has dropped what it forgives; every door
+    // refuses them alike because the rule is here.
+    for bad in [
+        "\u{1}viking://res/a",
+        "viking://res/a\tb",
+        "viking://res/\na",
+        "\u{7f}viking://res/a",
+        " viking://res/a",
+        "//res/a",
+    ] {
+        given()
+            .system(create_project("web"))
+            .when_system(Command::CreateWatch(new_watch("web", bad)))
+            .then_refused(WatchRefused::ToUriNotUri { value: bad.into() });
+        let mut watch = new_watch("web", "viking://res/a");
+        watch.source = bad.into();
+        given()
+            .system(create_project("web"))
+            .when_system(Command::CreateWatch(watch))
+            .then_refused(WatchRefused::SourceNotUri { value: bad.into() });
+    }
+}
+
+#[test]
 fn pausing_clears_the_next_run() {
     with_watch()
         .when_system(pause(by_id(1)))
