@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
 /// is reserved, which can happen before `main`, so it is set from a constructor that runs
 /// ahead of the unprioritised ones (mimalloc's own among them). An operator's own
 /// `MIMALLOC_ARENA_EAGER_COMMIT` wins.
+#[cfg(target_os = "linux")]
 extern "C" fn lazy_arena_commit() {
     // SAFETY: getenv on a constant C string, before any thread exists; nothing is allocated
     // (the allocator may not have set itself up yet).
@@ -31,8 +32,10 @@ extern "C" fn lazy_arena_commit() {
 }
 
 /// `mi_option_arena_eager_commit` in mimalloc.h (the crate names no constant for it).
+#[cfg(target_os = "linux")]
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
+#[cfg(target_os = "linux")]
 #[used]
 #[unsafe(link_section = ".init_array.00099")]
 static LAZY_ARENA_COMMIT: extern "C" fn() = lazy_arena_commit;
