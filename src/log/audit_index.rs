@@ -23,7 +23,10 @@ use std::collections::BTreeMap;
 
 use crate::domain::{AuditEntry, Plane, Principal};
 
+use std::ops::Bound;
+
 use super::LogError;
+use super::kv::{Batch, Tree};
 
 /// Consecutive seqs per block (one bit each in a mask).
 const BLOCK: u64 = 64;
@@ -160,12 +163,12 @@ fn decode_mask(key: &[u8], value: &[u8]) -> Result<u64, LogError> {
         })
 }
 
-type SledErr<'a> = &'a dyn Fn(sled::Error) -> LogError;
+type SledErr<'a> = &'a dyn Fn(redb::Error) -> LogError;
 
 /// Writes entries (any seqs, any order) and their filter bits in one batch, merging with what
 /// their blocks already hold.
 pub(super) fn index<'a>(
-    tree: &sled::Tree,
+    tree: &Tree,
     entries: impl IntoIterator<Item = &'a AuditEntry>,
     sled_err: SledErr<'_>,
 ) -> Result<(), LogError> {
@@ -181,7 +184,7 @@ pub(super) fn index<'a>(
     if blocks.is_empty() {
         return Ok(());
     }
-    let mut batch = sled::Batch::default();
+    let mut batch = Batch::default();
     for (block, new) in blocks {
         let key = entries_key(block);
         let old = match tree.get(&key).map_err(sled_err)? {
@@ -202,17 +205,17 @@ pub(super) fn index<'a>(
             Some(v) => decode_mask(&key, &v)?,
             None => 0,
         };
-        batch.insert(key, &(old | mask).to_be_bytes());
+        batch.insert(key, (old | mask).to_be_bytes());
     }
     tree.apply_batch(batch).map_err(sled_err)
 }
 
 /// The highest seq the index holds an entry for (0: none). Blocks are written in seq order
 /// and sled recovers a prefix of its writes, so every seq up to it has one.
-pub(super) fn last_seq(tree: &sled::Tree, sled_err: SledErr<'_>) -> Result<u64, LogError> {
+pub(super) fn last_seq(tree: &Tree, sled_err: SledErr<'_>) -> Result<u64, LogError> {
     let Some((key, value)) = tree
-        .scan_prefix([b's'])
-        .next_back()
+        .scan_prefix_rev(b"s")
+        .next()
         .transpose()
         .map_err(sled_err)?
     else {
@@ -224,7 +227,7 @@ pub(super) fn last_seq(tree: &sled::Tree, sled_err: SledErr<'_>) -> Result<u64, 
 
 /// The first block at or after `from` under `prefix`, with its mask.
 fn seek(
-    tree: &sled::Tree,
+    tree: &Tree,
     prefix: &[u8],
     from: u64,
     sled_err: SledErr<'_>,
@@ -232,7 +235,7 @@ fn seek(
     let start = with_block(prefix.to_vec(), from);
     let end = with_block(prefix.to_vec(), u64::MAX);
     match tree
-        .range(start..=end)
+        .range(Bound::Included(start), Bound::Included(end))
         .next()
         .transpose()
         .map_err(sled_err)?
@@ -251,7 +254,7 @@ fn seek(
 /// a few seeks per block it returns entries from, not a scan of what lies between. An entry
 /// that does not decode is damage, reported as such, never skipped.
 pub(super) fn page(
-    tree: &sled::Tree,
+    tree: &Tree,
     filter: &AuditFilter,
     since: u64,
     limit: usize,
@@ -262,7 +265,10 @@ pub(super) fn page(
     let first = since.saturating_add(1);
     let mut block = first / BLOCK;
     if prefixes.is_empty() {
-        for item in tree.range(entries_key(block)..=entries_key(u64::MAX)) {
+        for item in tree.range(
+            Bound::Included(entries_key(block)),
+            Bound::Included(entries_key(u64::MAX)),
+        ) {
             let (k, v) = item.map_err(sled_err)?;
             let b = block_of(&k, 1).unwrap_or(0);
             for e in decode_block(b, &v)? {

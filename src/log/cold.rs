@@ -22,7 +22,10 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use std::ops::Bound;
+
 use super::LogError;
+use super::kv::{Batch, Tree};
 use crate::domain::{ColdBuild, ColdOp, Millis};
 
 const RECORD_V1: u8 = 1;
@@ -86,21 +89,21 @@ fn decode(raw: &[u8]) -> Result<ColdBuild, String> {
     }
 }
 
-type Err<'a> = &'a dyn Fn(sled::Error) -> LogError;
+type Err<'a> = &'a dyn Fn(redb::Error) -> LogError;
 
 fn damaged(what: String, why: String) -> LogError {
     LogError::Failed(format!("the cold build record of {what} is damaged: {why}"))
 }
 
 /// A record as sled has it.
-pub fn get(tree: &sled::Tree, id: Uuid, err: Err<'_>) -> Result<Option<ColdBuild>, LogError> {
+pub fn get(tree: &Tree, id: Uuid, err: Err<'_>) -> Result<Option<ColdBuild>, LogError> {
     tree.get(build_key(id))
         .map_err(err)?
         .map(|raw| decode(&raw).map_err(|why| damaged(format!("build {id}"), why)))
         .transpose()
 }
 
-pub fn build_of_job(tree: &sled::Tree, job: Uuid, err: Err<'_>) -> Result<Option<Uuid>, LogError> {
+pub fn build_of_job(tree: &Tree, job: Uuid, err: Err<'_>) -> Result<Option<Uuid>, LogError> {
     Ok(tree
         .get(job_key(job))
         .map_err(err)?
@@ -108,7 +111,7 @@ pub fn build_of_job(tree: &sled::Tree, job: Uuid, err: Err<'_>) -> Result<Option
 }
 
 pub fn generations(
-    tree: &sled::Tree,
+    tree: &Tree,
     project: &str,
     number: u64,
     err: Err<'_>,
@@ -125,7 +128,7 @@ pub fn generations(
 
 /// A project's cold build ids with `order` below `before`, newest first: (order, id).
 pub fn page(
-    tree: &sled::Tree,
+    tree: &Tree,
     project: &str,
     before: Option<u64>,
     limit: usize,
@@ -139,7 +142,10 @@ pub fn page(
         None => end.extend_from_slice(&[0xff; 8]),
     }
     let mut out = Vec::new();
-    for k in tree.range(prefix.clone()..end).keys().rev() {
+    for k in tree
+        .range_rev(Bound::Included(prefix.clone()), Bound::Excluded(end))
+        .keys()
+    {
         let k = k.map_err(err)?;
         let order = k
             .get(at..at + 8)
@@ -157,14 +163,18 @@ pub fn page(
 
 /// Cold jobs whose output ended before `before`, oldest first: (end time, job).
 pub fn prunable(
-    tree: &sled::Tree,
+    tree: &Tree,
     before: Millis,
     limit: usize,
     err: Err<'_>,
 ) -> Result<Vec<(Millis, Uuid)>, LogError> {
     let end = expiry_key(before, Uuid::nil());
     let mut out = Vec::new();
-    for k in tree.range(b"x".to_vec()..end).keys().take(limit) {
+    for k in tree
+        .range(Bound::Included(b"x".to_vec()), Bound::Excluded(end))
+        .keys()
+        .take(limit)
+    {
         let k = k.map_err(err)?;
         let ended = k
             .get(1..9)
@@ -177,7 +187,7 @@ pub fn prunable(
     Ok(out)
 }
 
-pub fn through(tree: &sled::Tree, err: Err<'_>) -> Result<u64, LogError> {
+pub fn through(tree: &Tree, err: Err<'_>) -> Result<u64, LogError> {
     Ok(tree
         .get(THROUGH_KEY)
         .map_err(err)?
@@ -188,12 +198,12 @@ pub fn through(tree: &sled::Tree, err: Err<'_>) -> Result<u64, LogError> {
 /// Writes the ops of the commits up to `through`, in order, as one batch, and moves `'w'` to
 /// `through`. (The chunks of pruned output are the caller's to delete, before this.)
 pub fn write(
-    tree: &sled::Tree,
+    tree: &Tree,
     ops: &[(u64, ColdOp)],
     through: u64,
     err: Err<'_>,
 ) -> Result<(), LogError> {
-    let mut batch = sled::Batch::default();
+    let mut batch = Batch::default();
     // Records this batch already wrote, for the ops after them.
     let mut written: HashMap<Uuid, ColdBuild> = HashMap::new();
     let mut owner: HashMap<Uuid, Uuid> = HashMap::new();
@@ -260,7 +270,7 @@ pub fn write(
             }
         }
     }
-    batch.insert(THROUGH_KEY, &through.to_be_bytes());
+    batch.insert(THROUGH_KEY, through.to_be_bytes());
     tree.apply_batch(batch).map_err(err)
 }
 

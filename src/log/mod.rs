@@ -1,5 +1,5 @@
 //! The event log: one [`Commit`] per command, hash-chained, written to reeve's own
-//! write-ahead log ([`wal`], framed by [`frame`]) and kept in sled behind it ([`Store`]).
+//! write-ahead log ([`wal`], framed by [`frame`]) and kept in a redb file behind it ([`Store`], [`kv`]).
 //!
 //! A stored record is `version(1) ‖ seq(8, BE) ‖ prev_hash(32) ‖ hash(32) ‖ body`, where `body`
 //! is the postcard encoding of [`CommitBody`] and `hash = SHA-256(prev_hash ‖ seq ‖ body)`.
@@ -8,6 +8,8 @@
 
 pub mod audit_index;
 mod cold;
+pub mod kv;
+mod migrate;
 pub mod frame;
 pub mod jetstream;
 pub mod snapshot;
@@ -28,6 +30,13 @@ pub use crate::domain::commit::{Commit, CommitBody, GENESIS, Hash, Meta, Outcome
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    #[error("storage error in {dir}: {source}")]
+    Store {
+        dir: String,
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// sled, read only to move a data dir written by an older reeve into the store.
     #[error("storage error in {dir}: {source}")]
     Sled {
         dir: String,

@@ -1,6 +1,7 @@
-//! The sled-backed store of commit records.
+//! The store of commit records: reeve's write-ahead log in front of a redb file ([`Kv`]).
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use parking_lot::Mutex;
 
 use super::audit_index::{self, AuditFilter};
 use super::frame::Checkpoint;
+use super::kv::{Batch, Kv, Tree};
 use super::wal::{DEFAULT_SEGMENT_BYTES, Wal, WalError};
 use super::{Commit, Damage, GENESIS, Hash, LogError, Verifier};
 use crate::domain::{AuditEntry, ColdBuild, ColdOp, History, Millis};
@@ -31,29 +33,30 @@ pub enum SyncMode {
 
 pub struct Store {
     dir: PathBuf,
-    db: sled::Db,
-    commits: sled::Tree,
+    kv: Kv,
+    /// Where the store's file is (a temporary copy's for a read-only open).
+    kv_path: PathBuf,
+    commits: Tree,
     /// Job output: data, not commands, so kept out of the commit chain. Keyed by
     /// `job id ‖ offset (BE)`, one chunk per key.
-    logs: sled::Tree,
+    logs: Tree,
     log_append: parking_lot::Mutex<()>,
-    /// sled 0.34's `flush` issues `sync_file_range` only, which neither flushes the device
-    /// cache nor file metadata, so a checkpoint `fdatasync`s this handle after each flush.
-    data_file: File,
+    /// The store's own bookkeeping (the write-ahead log's marker).
+    meta: Tree,
     sync: SyncMode,
     /// The write-ahead log; `None` for a copy opened to be read (see [`Store::open_copy`]).
     wal: Mutex<Option<Wal>>,
     /// Records the WAL holds durably that sled has not taken yet, in seq order. The background
     /// thread hands them to sled in batches ([`Store::feed`]), so sled's insert is off the
     /// path every caller waits on; readers look here first.
-    unfed: Mutex<Vec<(u64, sled::IVec)>>,
+    unfed: Mutex<Vec<(u64, Arc<[u8]>)>>,
     /// The audit entries of appended commits that sled's audit index has not taken yet.
     /// Shared, so that the background thread's copy costs a reference count per entry.
     unfed_audit: Mutex<Vec<Arc<AuditEntry>>>,
     /// The audit index: an entry per commit and the keys its filters use (see `audit_index`).
-    audit: sled::Tree,
+    audit: Tree,
     /// Builds that left memory (see `cold`).
-    cold: sled::Tree,
+    cold: Tree,
     /// What appended commits asked of `cold` that sled has not taken yet, by seq.
     unfed_cold: Mutex<Vec<(u64, ColdOp)>>,
     /// The last commit handed to sled, which a checkpoint makes durable there.
@@ -82,9 +85,9 @@ pub enum Note {
         why: String,
         cut: bool,
     },
-    /// sled had not yet durably taken the newest commits; they were fed to it from the WAL.
+    /// The store had not yet durably taken the newest commits; they were fed to it from the WAL.
     CaughtUp { from_seq: u64, to_seq: u64 },
-    /// sled had lost commits it once held durably (its files were damaged); the WAL still held
+    /// The store had lost commits it once held durably (its file was damaged); the WAL still held
     /// them all, so they were put back.
     Restored {
         from_seq: u64,
@@ -95,6 +98,8 @@ pub enum Note {
     NoWalYet { created: bool },
     /// Bytes after the end of a segment that is not the newest; nothing reads them.
     Stray(String),
+    /// A data dir an older reeve kept in sled (`log/`) was moved into the store.
+    Moved { commits: u64 },
 }
 
 impl Note {
@@ -103,7 +108,7 @@ impl Note {
     pub fn is_warning(&self) -> bool {
         match self {
             Note::TornTail { .. } | Note::Restored { .. } | Note::Stray(_) => true,
-            Note::CaughtUp { .. } | Note::NoWalYet { .. } => false,
+            Note::CaughtUp { .. } | Note::NoWalYet { .. } | Note::Moved { .. } => false,
         }
     }
 }
@@ -124,7 +129,7 @@ impl std::fmt::Display for Note {
             ),
             Note::CaughtUp { from_seq, to_seq } => write!(
                 f,
-                "sled was behind the write-ahead log; commits {from_seq}..{to_seq} were fed to it from the WAL"
+                "the store was behind the write-ahead log; commits {from_seq}..{to_seq} were fed to it from the WAL"
             ),
             Note::Restored {
                 from_seq,
@@ -132,7 +137,7 @@ impl std::fmt::Display for Note {
                 checkpoint_at,
             } => write!(
                 f,
-                "sled's files are damaged: it lost commits {from_seq}..{to_seq}, which the checkpoint in {checkpoint_at} says it held; the write-ahead log still holds them, so they were restored from it. Check the disk"
+                "the store's file ({STORE_FILE}) is damaged: it lost commits {from_seq}..{to_seq}, which the checkpoint in {checkpoint_at} says it held; the write-ahead log still holds them, so they were restored from it. Check the disk"
             ),
             Note::NoWalYet { created: true } => {
                 f.write_str("this data dir had no write-ahead log yet; one was started")
@@ -141,24 +146,29 @@ impl std::fmt::Display for Note {
                 f.write_str("this data dir has no write-ahead log yet (written by an older reeve)")
             }
             Note::Stray(s) => write!(f, "{s} (unused space; nothing reads it)"),
+            Note::Moved { commits } => write!(
+                f,
+                "moved {commits} commits from sled's files (log/) into {STORE_FILE}; log/ was removed once the store was checked against the write-ahead log"
+            ),
         }
     }
 }
 
 const COMMITS_TREE: &str = "commits";
 const LOGS_TREE: &str = "logs";
-/// sled's page cache. Its default (1 GiB) fills with whatever was read last, so one walk of
-/// the history (the scrub after a start, an export) made a 1M-commit server 370 MiB larger for
-/// good; reads of old commits and audit pages are rare and cheap enough from disk.
-const SLED_CACHE_BYTES: u64 = 64 << 20;
+/// The store's file in a data dir.
+pub const STORE_FILE: &str = "store.redb";
+/// Where reeve kept history in sled 0.34 before the store was redb (moved on open).
+const SLED_DIR: &str = "log";
 const AUDIT_TREE: &str = "audit";
 const COLD_TREE: &str = "cold";
+const META_TREE: &str = "meta";
 /// In the `logs` tree beside the chunks: the commit time of the newest prune whose chunks are
 /// known deleted (8 bytes, BE). Chunk keys are 24 bytes (`job id ‖ offset`), so this 5-byte
 /// key never falls under a job's prefix; it lives in the same tree so that one atomic batch
 /// deletes chunks and moves it.
 const LOGS_SWEPT_KEY: &[u8] = b"swept";
-/// Set in sled's default tree once the data dir has a write-ahead log, so that a WAL that
+/// Set in the `meta` table once the data dir has a write-ahead log, so that a WAL that
 /// disappears is noticed instead of taken for a data dir that never had one.
 const WAL_MARKER: &[u8] = b"reeve/wal";
 const WAL_DIR: &str = "wal";
@@ -242,52 +252,54 @@ impl Store {
                 });
             }
         }
-        let (log_dir, copy) = match mode {
-            Mode::Serve => (dir.join("log"), None),
+        let kv_file = dir.join(STORE_FILE);
+        let sled_dir = dir.join(SLED_DIR);
+        // A data dir an older reeve kept in sled is moved into the store first (in the copy
+        // only, for a read-only open); `log/` left beside a store is one whose move finished.
+        let needs_move = !kv_file.exists() && sled_dir.join("db").exists();
+        let (kv_path, copy) = match mode {
+            Mode::Serve => (kv_file.clone(), None),
             Mode::Copy => {
                 let tmp = tempfile::Builder::new()
                     .prefix("reeve-audit-")
                     .tempdir()
                     .map_err(io(&std::env::temp_dir()))?;
-                let to = tmp.path().join("log");
-                copy_dir(&dir.join("log"), &to)?;
+                let to = tmp.path().join(STORE_FILE);
+                if needs_move {
+                    let sled_copy = tmp.path().join(SLED_DIR);
+                    copy_dir(&sled_dir, &sled_copy)?;
+                    super::migrate::from_sled(dir, &sled_copy, &to)?;
+                } else if kv_file.exists() {
+                    std::fs::copy(&kv_file, &to).map_err(io(&kv_file))?;
+                }
                 (to, Some(tmp))
             }
         };
-        let db = open_sled(dir, &log_dir)?;
-        let sled_err = |source| LogError::Sled {
-            dir: log_dir.display().to_string(),
-            source,
-        };
-        let commits = db.open_tree(COMMITS_TREE).map_err(sled_err)?;
-        let logs = db.open_tree(LOGS_TREE).map_err(sled_err)?;
-        let audit = db.open_tree(AUDIT_TREE).map_err(sled_err)?;
-        let cold = db.open_tree(COLD_TREE).map_err(sled_err)?;
-        let data_path = log_dir.join("db");
-        let data_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&data_path)
-            .map_err(io(&data_path))?;
+        let mut moved = None;
+        if mode == Mode::Serve && needs_move {
+            moved = Some(super::migrate::from_sled(dir, &sled_dir, &kv_path)?);
+        }
+        let kv = open_kv(dir, &kv_path)?;
         if mode == Mode::Serve {
-            // The directory entries sled just created must survive a power cut too.
-            if let Ok(d) = File::open(&log_dir) {
+            // The directory entry of a store just created must survive a power cut too.
+            if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
             }
         }
         let mut store = Store {
             dir: dir.to_path_buf(),
-            db,
-            commits,
-            logs,
+            commits: kv.tree(COMMITS_TREE),
+            logs: kv.tree(LOGS_TREE),
+            audit: kv.tree(AUDIT_TREE),
+            cold: kv.tree(COLD_TREE),
+            meta: kv.tree(META_TREE),
+            kv,
+            kv_path,
             log_append: parking_lot::Mutex::new(()),
-            data_file,
             sync,
             wal: Mutex::new(None),
             unfed: Mutex::new(Vec::new()),
             unfed_audit: Mutex::new(Vec::new()),
-            audit,
-            cold,
             unfed_cold: Mutex::new(Vec::new()),
             fed: Mutex::new(Checkpoint {
                 seq: 0,
@@ -299,7 +311,17 @@ impl Store {
             _copy: copy,
             _lock: lock,
         };
+        if let Some(commits) = moved {
+            store.notes.push(Note::Moved { commits });
+        }
         store.reconcile(mode, segment_bytes)?;
+        if mode == Mode::Serve && sled_dir.exists() {
+            // The store holds all of it and was checked against the WAL: sled's files go.
+            std::fs::remove_dir_all(&sled_dir).map_err(io(&sled_dir))?;
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
         Ok(store)
     }
 
@@ -311,10 +333,10 @@ impl Store {
         self.sync
     }
 
-    fn sled_err(&self, source: sled::Error) -> LogError {
-        LogError::Sled {
-            dir: self.dir.display().to_string(),
-            source,
+    fn sled_err(&self, source: redb::Error) -> LogError {
+        LogError::Store {
+            dir: self.kv_path.display().to_string(),
+            source: Box::new(source),
         }
     }
 
@@ -358,7 +380,7 @@ impl Store {
             unfed.extend(
                 records
                     .into_iter()
-                    .map(|(seq, r)| (seq, sled::IVec::from(r))),
+                    .map(|(seq, r)| (seq, Arc::<[u8]>::from(r))),
             );
             unfed.len()
         };
@@ -374,13 +396,13 @@ impl Store {
     /// A failure here cannot undo the WAL (the records are acknowledged), so it stops the
     /// store instead: nothing more is written, and the next open catches sled up from the WAL.
     pub fn feed(&self) {
-        let pending: Vec<(u64, sled::IVec)> = self.unfed.lock().clone();
+        let pending: Vec<(u64, Arc<[u8]>)> = self.unfed.lock().clone();
         let Some((last_seq, last)) = pending.last().cloned() else {
             return;
         };
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for (seq, record) in &pending {
-            batch.insert(&seq.to_be_bytes(), record.clone());
+            batch.insert(seq.to_be_bytes(), record);
         }
         if let Err(e) = self.commits.apply_batch(batch) {
             let why = format!(
@@ -453,11 +475,7 @@ impl Store {
     }
 
     fn flush_sled(&self) -> Result<(), LogError> {
-        self.db.flush().map_err(|e| self.sled_err(e))?;
-        self.data_file.sync_data().map_err(|source| LogError::Io {
-            path: self.dir.join("log/db").display().to_string(),
-            source,
-        })
+        self.kv.flush().map_err(|e| self.sled_err(e))
     }
 
     /// Starts the store's background thread: it hands sled what the WAL took (every few
@@ -551,7 +569,7 @@ impl Store {
     /// Damage that a reader of sled's commits found (a gap, a record that does not decode or
     /// chain): the replay on open reports it through here.
     pub fn damaged_at(&self, seq: u64, why: String) -> LogError {
-        self.damage(Some(seq), Some("log/ (sled's commits tree)".into()), 0, why)
+        self.damage(Some(seq), Some("store.redb (commits table)".into()), 0, why)
     }
 
     /// The hash of the record sled holds under `seq`, checked against its body.
@@ -562,12 +580,12 @@ impl Store {
                 Ok((s, _, hash)) if s == seq => Ok(Some(hash)),
                 Ok((s, _, _)) => Err(self.damage(
                     Some(seq),
-                    Some("log/ (sled's commits tree)".into()),
+                    Some("store.redb (commits table)".into()),
                     0,
                     format!("the record stored under seq {seq} says it is seq {s}"),
                 )),
                 Err(why) => {
-                    Err(self.damage(Some(seq), Some("log/ (sled's commits tree)".into()), 0, why))
+                    Err(self.damage(Some(seq), Some("store.redb (commits table)".into()), 0, why))
                 }
             },
         }
@@ -584,14 +602,14 @@ impl Store {
             hash: self.sled_hash(sled_last)?.unwrap_or(GENESIS),
         };
         let marker = self
-            .db
+            .meta
             .get(WAL_MARKER)
             .map_err(|e| self.sled_err(e))?
             .is_some();
         let sled_damage = |store: &Store, first: u64, why: String| {
             store.damage(
                 Some(first),
-                Some("log/ (sled's commits tree)".into()),
+                Some("store.redb (commits table)".into()),
                 scan.head().map_or(0, |h| h.seq),
                 why,
             )
@@ -725,9 +743,9 @@ impl Store {
             });
         }
         if wal_head.seq > sled_last {
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             for (seq, record) in scan.commits.iter().filter(|(s, _)| *s > sled_last) {
-                batch.insert(&seq.to_be_bytes(), record.as_slice());
+                batch.insert(seq.to_be_bytes(), record.as_slice());
             }
             self.commits
                 .apply_batch(batch)
@@ -762,8 +780,8 @@ impl Store {
     }
 
     fn set_marker(&self) -> Result<(), LogError> {
-        self.db
-            .insert(WAL_MARKER, &[1u8])
+        self.meta
+            .insert(WAL_MARKER, [1u8])
             .map_err(|e| self.sled_err(e))?;
         self.flush_sled()
     }
@@ -787,10 +805,10 @@ impl Store {
         &self,
         from_seq: u64,
         to_seq: u64,
-    ) -> impl Iterator<Item = Result<(u64, sled::IVec), LogError>> + '_ {
+    ) -> impl Iterator<Item = Result<(u64, Arc<[u8]>), LogError>> + '_ {
         // Taken before sled is read: a record leaves `unfed` only once sled holds it, so every
         // record is found in one place or the other.
-        let unfed: Vec<(u64, sled::IVec)> = self
+        let unfed: Vec<(u64, Arc<[u8]>)> = self
             .unfed
             .lock()
             .iter()
@@ -798,10 +816,15 @@ impl Store {
             .cloned()
             .collect();
         let sled_to = unfed.first().map_or(to_seq, |(s, _)| to_seq.min(s - 1));
-        let range = (from_seq <= sled_to).then(|| from_seq.to_be_bytes()..=sled_to.to_be_bytes());
+        let range = (from_seq <= sled_to).then(|| {
+            self.commits.range(
+                Bound::Included(from_seq.to_be_bytes().to_vec()),
+                Bound::Included(sled_to.to_be_bytes().to_vec()),
+            )
+        });
         range
             .into_iter()
-            .flat_map(|r| self.commits.range(r))
+            .flatten()
             .map(move |item| {
                 let (key, value) = item.map_err(|e| self.sled_err(e))?;
                 let seq = <[u8; 8]>::try_from(key.as_ref())
@@ -813,7 +836,7 @@ impl Store {
                             key.len()
                         ),
                     })?;
-                Ok((seq, value))
+                Ok((seq, Arc::from(value)))
             })
             .chain(unfed.into_iter().map(Ok))
     }
@@ -865,8 +888,8 @@ impl Store {
         let prefix = job.as_bytes();
         let last = self
             .logs
-            .scan_prefix(prefix)
-            .next_back()
+            .scan_prefix_rev(prefix)
+            .next()
             .transpose()
             .map_err(|e| self.sled_err(e))?;
         Ok(match last {
@@ -943,7 +966,7 @@ impl Store {
     ) -> Result<usize, LogError> {
         // No append may slip in between listing a job's chunks and deleting them.
         let _one_writer = self.log_append.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut chunks = 0;
         for job in jobs {
             for key in self.logs.scan_prefix(job.as_bytes()).keys() {
@@ -952,7 +975,7 @@ impl Store {
             }
         }
         let through = swept_through.max(self.logs_swept_through()?);
-        batch.insert(LOGS_SWEPT_KEY, &through.to_be_bytes());
+        batch.insert(LOGS_SWEPT_KEY, through.to_be_bytes());
         self.logs.apply_batch(batch).map_err(|e| self.sled_err(e))?;
         Ok(chunks)
     }
@@ -1147,8 +1170,20 @@ impl Store {
     pub fn len(&self) -> usize {
         let unfed = self.unfed.lock();
         let first_unfed = unfed.first().map_or(u64::MAX, |(s, _)| *s);
-        let in_sled = self.commits.range(..first_unfed.to_be_bytes()).count();
-        in_sled + unfed.len()
+        let in_store = match self.commits.len() {
+            Ok(n) => n as usize,
+            Err(e) => {
+                tracing::error!(error = %e, "could not count the store's commits");
+                0
+            }
+        };
+        // A record is taken out of `unfed` only after the store holds it, so the two may
+        // overlap for a moment: count each seq once.
+        let overlap = self
+            .commits
+            .range(Bound::Included(first_unfed.to_be_bytes().to_vec()), Bound::Unbounded)
+            .count();
+        in_store - overlap.min(in_store) + unfed.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -1156,32 +1191,27 @@ impl Store {
     }
 }
 
-/// Opens sled, turning a panic inside its recovery (seen on some damaged files) into an error.
-fn open_sled(dir: &Path, log_dir: &Path) -> Result<sled::Db, LogError> {
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        sled::Config::new()
-            .path(log_dir)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open()
-    }));
+/// Opens the store's file, turning damage it reports (or a panic inside redb on a file
+/// altered behind its back) into [`LogError::Damaged`].
+fn open_kv(dir: &Path, path: &Path) -> Result<Kv, LogError> {
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Kv::open(path)));
     let damaged = |why: String| {
         LogError::Damaged(Box::new(Damage {
             dir: dir.display().to_string(),
             first_seq: None,
-            location: Some("log/ (sled's files)".into()),
+            location: Some(STORE_FILE.into()),
             affected: None,
             why,
         }))
     };
     match opened {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(sled::Error::Corruption { at, bt: _ })) => Err(damaged(format!(
-            "sled reports its files corrupt{}",
-            at.map(|p| format!(" at {p:?}")).unwrap_or_default()
-        ))),
-        Ok(Err(source)) => Err(LogError::Sled {
-            dir: log_dir.display().to_string(),
-            source,
+        Ok(Ok(kv)) => Ok(kv),
+        Ok(Err(redb::Error::Corrupted(why))) => {
+            Err(damaged(format!("redb reports its file corrupt: {why}")))
+        }
+        Ok(Err(source)) => Err(LogError::Store {
+            dir: path.display().to_string(),
+            source: Box::new(source),
         }),
         Err(panic) => {
             let why = panic
@@ -1189,7 +1219,7 @@ fn open_sled(dir: &Path, log_dir: &Path) -> Result<sled::Db, LogError> {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "no message".into());
-            Err(damaged(format!("sled could not read its files: {why}")))
+            Err(damaged(format!("redb could not read its file: {why}")))
         }
     }
 }
