@@ -86,7 +86,8 @@ fn target_dir() -> PathBuf {
 /// The cached data dir of the mix at `size` commits, written first if it is not there yet.
 /// Returns the dir and, when it was written now, how long that took.
 fn cached_log(root: &Path, size: u64) -> (PathBuf, Option<f64>) {
-    let entry = root.join(format!("mix{}-{size}", mix::MIX_VERSION));
+    // Named by the store too: a dir written by an older store would be moved on first open.
+    let entry = root.join(format!("mix{}-redb-{size}", mix::MIX_VERSION));
     let data = entry.join("data");
     let done = entry.join("written");
     if done.exists() {

@@ -213,13 +213,19 @@ async fn a_damaged_audit_index_is_rebuilt_from_the_log() {
     s.shutdown().await;
 
     // Garble the newest block of the index, as a bad sector would.
-    {
-        let db = sled::open(s.data_dir().join("log")).unwrap();
-        let tree = db.open_tree("audit").unwrap();
-        let (key, _) = tree.scan_prefix([b's']).next_back().unwrap().unwrap();
-        tree.insert(key, &[1u8, 0xff, 0xff, 0xff][..]).unwrap();
-        db.flush().unwrap();
-    }
+    alter_store(&s.data_dir(), "audit", |t| {
+        use redb::ReadableTable;
+        let key = t
+            .range::<&[u8]>(&b"s"[..]..&b"t"[..])
+            .unwrap()
+            .next_back()
+            .unwrap()
+            .unwrap()
+            .0
+            .value()
+            .to_vec();
+        t.insert(key.as_slice(), &[1u8, 0xff, 0xff, 0xff][..]).unwrap();
+    });
     let s = s.restart().await;
     assert_eq!(
         s.audit_entries(0).await,

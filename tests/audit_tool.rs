@@ -551,7 +551,7 @@ async fn a_data_dir_a_running_server_holds_is_refused_and_left_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_a_tampered_record_and_a_missing_one() {
     // Small WAL segments, so that by the end the WAL no longer holds the early commits and
-    // only sled's copy of them is left to check.
+    // only the store's copy of them is left to check.
     let mut s = TestServer::start_with(|c| c.wal_segment_bytes = 4096).await;
     workload(&s).await;
     let head = live_digest(&s).await;
@@ -564,7 +564,7 @@ async fn verify_names_a_tampered_record_and_a_missing_one() {
         .unwrap();
     assert_ne!(
         oldest_segment, "0000000000000000.wal",
-        "segments sled holds durably are recycled"
+        "segments the store holds durably are recycled"
     );
 
     let clean = offline(&s.data_dir(), "verify", &[]).await;
@@ -578,14 +578,13 @@ async fn verify_names_a_tampered_record_and_a_missing_one() {
     // One flipped byte inside the body of commit 5.
     let (_keep, flipped) = copy_of(&s.data_dir());
     {
-        let db = sled::open(flipped.join("log")).unwrap();
-        let commits = db.open_tree("commits").unwrap();
         let key = 5u64.to_be_bytes();
-        let mut record = commits.get(key).unwrap().unwrap().to_vec();
+        let mut record = store_get(&flipped, "commits", &key).unwrap();
         let last = record.len() - 1;
         record[last] ^= 0x01;
-        commits.insert(key, record).unwrap();
-        db.flush().unwrap();
+        alter_store(&flipped, "commits", |t| {
+            t.insert(&key[..], record.as_slice()).unwrap();
+        });
     }
     let r = offline(&flipped, "verify", &[]).await;
     assert_eq!(r.code, 1, "{r:?}");
@@ -622,13 +621,12 @@ async fn verify_names_a_tampered_record_and_a_missing_one() {
     // A byte flipped in the seq field is named by where the record is stored.
     let (_keep2, reseq) = copy_of(&s.data_dir());
     {
-        let db = sled::open(reseq.join("log")).unwrap();
-        let commits = db.open_tree("commits").unwrap();
         let key = 9u64.to_be_bytes();
-        let mut record = commits.get(key).unwrap().unwrap().to_vec();
+        let mut record = store_get(&reseq, "commits", &key).unwrap();
         record[8] ^= 0x02;
-        commits.insert(key, record).unwrap();
-        db.flush().unwrap();
+        alter_store(&reseq, "commits", |t| {
+            t.insert(&key[..], record.as_slice()).unwrap();
+        });
     }
     let r = offline(&reseq, "verify", &[]).await;
     assert_eq!(r.code, 1, "{r:?}");
@@ -636,12 +634,9 @@ async fn verify_names_a_tampered_record_and_a_missing_one() {
 
     // Commit 6 removed.
     let (_keep3, gap) = copy_of(&s.data_dir());
-    {
-        let db = sled::open(gap.join("log")).unwrap();
-        let commits = db.open_tree("commits").unwrap();
-        commits.remove(6u64.to_be_bytes()).unwrap().unwrap();
-        db.flush().unwrap();
-    }
+    alter_store(&gap, "commits", |t| {
+        t.remove(&6u64.to_be_bytes()[..]).unwrap().unwrap();
+    });
     let r = offline(&gap, "verify", &[]).await;
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
@@ -654,13 +649,12 @@ async fn verify_names_a_tampered_record_and_a_missing_one() {
     // A record replaced by a well-formed one that does not chain.
     let (_keep4, forged) = copy_of(&s.data_dir());
     {
-        let db = sled::open(forged.join("log")).unwrap();
-        let commits = db.open_tree("commits").unwrap();
-        let old = commits.get(4u64.to_be_bytes()).unwrap().unwrap();
+        let old = store_get(&forged, "commits", &4u64.to_be_bytes()).unwrap();
         let commit = reeve::log::Commit::decode(&old).unwrap();
         let (_, record) = reeve::log::Commit::seal(4, [9; 32], commit.body).unwrap();
-        commits.insert(4u64.to_be_bytes(), record).unwrap();
-        db.flush().unwrap();
+        alter_store(&forged, "commits", |t| {
+            t.insert(&4u64.to_be_bytes()[..], record.as_slice()).unwrap();
+        });
     }
     let r = offline(&forged, "verify", &[]).await;
     assert_eq!(r.code, 1, "{r:?}");

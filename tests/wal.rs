@@ -1,5 +1,5 @@
 //! The write-ahead log against damage: real data dirs written through the real server, then
-//! broken on purpose — a byte flipped anywhere, a partial frame appended, sled losing what the
+//! broken on purpose — a byte flipped anywhere, a partial frame appended, the store losing what the
 //! WAL no longer covers — and opened by the server's own path (`Control::open`) and by
 //! `reeve audit verify`. Each either refuses with the damaged seq named, or serves exactly the
 //! original commits; never fewer.
@@ -211,9 +211,7 @@ async fn a_flipped_byte_anywhere_is_refused_by_seq_or_changes_nothing() {
             plan.push((rel.clone(), at));
         }
     }
-    let mut sled_files = Vec::new();
-    collect_files(&dir.join("log"), &mut sled_files);
-    for path in sled_files {
+    for path in [dir.join(reeve::log::STORE_FILE)] {
         let len = std::fs::metadata(&path).unwrap().len();
         if len == 0 {
             continue;
@@ -246,20 +244,9 @@ async fn a_flipped_byte_anywhere_is_refused_by_seq_or_changes_nothing() {
     );
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            collect_files(&e.path(), out);
-        } else {
-            out.push(e.path());
-        }
-    }
-}
-
-/// Every place in sled's data file where the record of `seq` is stored.
-fn copies_in_sled(dir: &Path, record: &[u8]) -> Vec<u64> {
-    let db = std::fs::read(dir.join("log/db")).unwrap();
+/// Every place in the store's file where the record of `seq` is stored.
+fn copies_in_store(dir: &Path, record: &[u8]) -> Vec<u64> {
+    let db = std::fs::read(dir.join(reeve::log::STORE_FILE)).unwrap();
     let needle = &record[record.len() - 24..];
     db.windows(needle.len())
         .enumerate()
@@ -269,20 +256,20 @@ fn copies_in_sled(dir: &Path, record: &[u8]) -> Vec<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commit_damaged_in_every_sled_copy_is_restored_from_the_wal_or_refused() {
-    // The case: flip one byte inside one commit's record, in every copy sled keeps.
+async fn a_commit_damaged_in_every_store_copy_is_restored_from_the_wal_or_refused() {
+    // The case: flip one byte inside one commit's record, in every copy the store keeps.
     let (dir, original) = written(small_segments, 30).await;
     let (_keep, copy) = copy_of(dir.path());
     let (seq, record) = &original[original.len() / 2];
-    let places = copies_in_sled(&copy, record);
-    assert!(!places.is_empty(), "commit {seq} is in sled's data file");
+    let places = copies_in_store(&copy, record);
+    assert!(!places.is_empty(), "commit {seq} is in the store's file");
     for at in &places {
-        flip(&copy.join("log/db"), *at);
+        flip(&copy.join(reeve::log::STORE_FILE), *at);
     }
     let v = verify(&copy, &[]);
     match open(&copy) {
-        // The WAL still holds every commit since the data dir began, so sled is made whole
-        // from it, loudly.
+        // The WAL still holds every commit since the data dir began, so the store is made
+        // whole from it, loudly.
         Opened::Served { records, notes } => {
             assert!(
                 records == original,
@@ -291,12 +278,12 @@ async fn a_commit_damaged_in_every_sled_copy_is_restored_from_the_wal_or_refused
                 original.len()
             );
             assert!(
-                notes.iter().any(|n| matches!(n, Note::Restored { .. })),
+                notes.iter().any(|n| matches!(n, Note::Rewritten { .. })),
                 "{notes:?}"
             );
             assert_eq!(v.code, 0, "{}", v.stderr);
             assert!(
-                v.stderr.contains("warning: sled's files are damaged"),
+                v.stderr.contains("warning: the store's file (store.redb) is damaged"),
                 "{}",
                 v.stderr
             );
@@ -304,7 +291,7 @@ async fn a_commit_damaged_in_every_sled_copy_is_restored_from_the_wal_or_refused
         Opened::Refused(d) => panic!("the WAL covers commit {seq}, yet: {d}"),
     }
 
-    // With tiny segments the WAL has long recycled the early commits: damage to sled's copy
+    // With tiny segments the WAL has long recycled the early commits: damage to the store's copy
     // of one of them can only be refused, naming it.
     let (dir, original) = written(|c| c.wal_segment_bytes = 4096, 30).await;
     let oldest = std::fs::read_dir(dir.path().join("wal"))
@@ -315,8 +302,8 @@ async fn a_commit_damaged_in_every_sled_copy_is_restored_from_the_wal_or_refused
     assert_ne!(oldest, "0000000000000000.wal", "old segments are recycled");
     let (_keep, copy) = copy_of(dir.path());
     let (seq, record) = &original[4];
-    for at in copies_in_sled(&copy, record) {
-        flip(&copy.join("log/db"), at);
+    for at in copies_in_store(&copy, record) {
+        flip(&copy.join(reeve::log::STORE_FILE), at);
     }
     let v = verify(&copy, &[]);
     match open(&copy) {
@@ -334,7 +321,7 @@ async fn a_commit_damaged_in_every_sled_copy_is_restored_from_the_wal_or_refused
         }
         Opened::Served { records, .. } => {
             panic!(
-                "sled's only copy of commit {seq} was damaged, yet {} commits were served",
+                "the store's only copy of commit {seq} was damaged, yet {} commits were served",
                 records.len()
             )
         }
@@ -450,7 +437,7 @@ async fn a_missing_wal_or_a_wal_cut_short_is_damage() {
     let (dir, original) = written(small_segments, 10).await;
     let head = original.len() as u64;
 
-    // The WAL removed: sled alone can no longer prove it is whole.
+    // The WAL removed: the store alone can no longer prove it is whole.
     let (_k1, copy) = copy_of(dir.path());
     std::fs::remove_dir_all(copy.join("wal")).unwrap();
     match open(&copy) {
@@ -462,11 +449,11 @@ async fn a_missing_wal_or_a_wal_cut_short_is_damage() {
     }
     assert_eq!(verify(&copy, &[]).code, 1);
 
-    // sled lost everything (its dir replaced by an empty one): the checkpoint says otherwise.
+    // The store lost everything (its file removed): the checkpoint says otherwise.
     let (_k2, copy) = copy_of(dir.path());
-    std::fs::remove_dir_all(copy.join("log")).unwrap();
+    std::fs::remove_file(copy.join(reeve::log::STORE_FILE)).unwrap();
     match open(&copy) {
-        // The WAL of a young data dir still holds every commit: sled is rebuilt from it.
+        // The WAL of a young data dir still holds every commit: the store is rebuilt from it.
         Opened::Served { records, notes } => {
             assert!(records == original);
             assert!(
@@ -511,7 +498,7 @@ async fn expect_head_proves_nothing_was_cut_from_the_end() {
     assert!(v.stderr.contains("is not SEQ:HASH"), "{}", v.stderr);
 }
 
-/// The history behind the snapshot a start began from, altered in sled where the WAL no longer
+/// The history behind the snapshot a start began from, altered in the store where the WAL no longer
 /// holds it: the start is quick, and the background check finds the damage and stops every
 /// write, naming the seq.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,16 +530,15 @@ async fn damage_behind_a_snapshot_is_found_after_the_start_and_stops_writes() {
     let mut s = s;
     s.shutdown().await;
 
-    // Alter commit 3 as sled holds it, keeping sled's own checksums valid: only the chain
+    // Alter commit 3 as the store holds it, keeping the file well-formed: only the chain
     // can tell.
     {
-        let db = sled::open(dir.join("log")).unwrap();
-        let commits = db.open_tree("commits").unwrap();
-        let mut record = commits.get(3u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        let mut record = store_get(&dir, "commits", &3u64.to_be_bytes()).unwrap();
         let last = record.len() - 1;
         record[last] ^= 0x01;
-        commits.insert(3u64.to_be_bytes(), record).unwrap();
-        db.flush().unwrap();
+        alter_store(&dir, "commits", |t| {
+            t.insert(&3u64.to_be_bytes()[..], record.as_slice()).unwrap();
+        });
     }
 
     let s = s.restart().await;

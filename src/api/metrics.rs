@@ -329,7 +329,7 @@ impl Collector for Live {
         gauge(
             &mut encoder,
             "log_disk_bytes",
-            "Bytes the log takes on disk (write-ahead log segments and sled's files).",
+            "Bytes the log takes on disk (write-ahead log segments and the store's file).",
             clamp(self.control.store().disk_bytes()),
         )?;
         {

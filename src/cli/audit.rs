@@ -735,16 +735,17 @@ fn read_cluster(servers: &[String]) -> Result<Vec<(u64, Vec<u8>)>, Fail> {
 }
 
 fn open_dir(dir: &std::path::Path) -> Result<Store, Fail> {
-    let log_dir = dir.join("log");
-    if !log_dir.is_dir() {
+    let store_file = dir.join(crate::log::STORE_FILE);
+    // `log/` is where an older reeve kept its history (in sled); the copy moves it.
+    if !store_file.is_file() && !dir.join("log").is_dir() {
         return Err(Fail::failed(format!(
             "{} is not a reeve data dir (there is no {}); give --data-dir the directory `reeve serve --data-dir` used",
             dir.display(),
-            log_dir.display()
+            store_file.display()
         )));
     }
-    // A copy: sled's recovery rewrites the files it opens, and an audit must read the bytes
-    // as they are. The WAL is read in place and never written.
+    // A copy: opening the store may repair it (catch it up from the WAL), and an audit must
+    // read the bytes as they are. The WAL is read in place and never written.
     let store = Store::open_copy(dir).map_err(|e| match e {
         LogError::Locked { dir } => Fail::failed(format!(
             "data dir {dir} is in use by a running reeve server (it holds {dir}/reeve.lock); read the log through that server instead: --server URL --token <admin token>"

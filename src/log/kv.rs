@@ -97,10 +97,12 @@ impl Kv {
     /// Makes everything committed so far durable (one durable commit, with quick repair).
     pub fn flush(&self) -> Result<(), KvError> {
         self.dirty.store(false, Ordering::SeqCst);
-        let mut tx = self.db.begin_write()?;
-        tx.set_quick_repair(true);
-        tx.commit()?;
-        Ok(())
+        guarded(|| {
+            let mut tx = self.db.begin_write()?;
+            tx.set_quick_repair(true);
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Whether anything was committed since the last [`Kv::flush`].
@@ -110,6 +112,10 @@ impl Kv {
 
     /// Applies batches to several trees in one transaction: all or none.
     pub fn apply(&self, batches: Vec<(&Tree, Batch)>) -> Result<(), KvError> {
+        guarded(|| self.apply_unguarded(batches))
+    }
+
+    fn apply_unguarded(&self, batches: Vec<(&Tree, Batch)>) -> Result<(), KvError> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::None)
             .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
@@ -138,11 +144,32 @@ fn def(name: &'static str) -> Def {
 
 type Entry = (Vec<u8>, Vec<u8>);
 
+/// Runs one operation on the file, turning a panic inside redb into an error. redb trusts
+/// the pages it reads (it checks their checksums only in a repair), so a file altered behind
+/// its back can make it index out of bounds; that is damage to report, not a crash.
+fn guarded<T>(op: impl FnOnce() -> Result<T, KvError>) -> Result<T, KvError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "no message".into());
+            Err(redb::Error::Corrupted(format!(
+                "the store's file could not be read ({why}): it is damaged"
+            )))
+        }
+    }
+}
+
 impl Tree {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, KvError> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(self.def)?;
-        Ok(table.get(key.as_ref())?.map(|v| v.value().to_vec()))
+        guarded(|| {
+            let tx = self.db.begin_read()?;
+            let table = tx.open_table(self.def)?;
+            Ok(table.get(key.as_ref())?.map(|v| v.value().to_vec()))
+        })
     }
 
     pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), KvError> {
@@ -161,6 +188,10 @@ impl Tree {
 
     /// Removes every entry.
     pub fn clear(&self) -> Result<(), KvError> {
+        guarded(|| self.clear_unguarded())
+    }
+
+    fn clear_unguarded(&self) -> Result<(), KvError> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::None)
             .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
@@ -174,8 +205,10 @@ impl Tree {
     /// How many entries the tree holds (redb keeps the count: no walk).
     pub fn len(&self) -> Result<u64, KvError> {
         use redb::ReadableTableMetadata;
-        let tx = self.db.begin_read()?;
-        Ok(tx.open_table(self.def)?.len()?)
+        guarded(|| {
+            let tx = self.db.begin_read()?;
+            Ok(tx.open_table(self.def)?.len()?)
+        })
     }
 
     /// The last entry, if any.
@@ -298,7 +331,7 @@ impl Iterator for Range {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.buf.is_empty() && !self.done {
-            match self.tree.read_chunk(&self.lo, &self.hi, self.rev) {
+            match guarded(|| self.tree.read_chunk(&self.lo, &self.hi, self.rev)) {
                 Ok(chunk) => {
                     if chunk.len() < CHUNK {
                         self.done = true;

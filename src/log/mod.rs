@@ -16,7 +16,7 @@ pub mod snapshot;
 mod store;
 pub mod wal;
 
-pub use store::{Note, Store, SyncMode};
+pub use store::{Note, STORE_FILE, Store, SyncMode};
 
 use sha2::{Digest, Sha256};
 

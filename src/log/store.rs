@@ -100,6 +100,9 @@ pub enum Note {
     Stray(String),
     /// A data dir an older reeve kept in sled (`log/`) was moved into the store.
     Moved { commits: u64 },
+    /// The store's copies of these commits failed their seals (its file was damaged); the
+    /// WAL's sealed copies were written in their place.
+    Rewritten { seqs: Vec<u64> },
 }
 
 impl Note {
@@ -107,7 +110,10 @@ impl Note {
     /// acknowledged was lost. Catching up and starting a WAL are routine.
     pub fn is_warning(&self) -> bool {
         match self {
-            Note::TornTail { .. } | Note::Restored { .. } | Note::Stray(_) => true,
+            Note::TornTail { .. }
+            | Note::Restored { .. }
+            | Note::Rewritten { .. }
+            | Note::Stray(_) => true,
             Note::CaughtUp { .. } | Note::NoWalYet { .. } | Note::Moved { .. } => false,
         }
     }
@@ -146,6 +152,10 @@ impl std::fmt::Display for Note {
                 f.write_str("this data dir has no write-ahead log yet (written by an older reeve)")
             }
             Note::Stray(s) => write!(f, "{s} (unused space; nothing reads it)"),
+            Note::Rewritten { seqs } => write!(
+                f,
+                "the store's file ({STORE_FILE}) is damaged: its copies of commits {seqs:?} fail their seals; the write-ahead log holds them sealed and chained, so they were rewritten from it. Check the disk"
+            ),
             Note::Moved { commits } => write!(
                 f,
                 "moved {commits} commits from sled's files (log/) into {STORE_FILE}; log/ was removed once the store was checked against the write-ahead log"
@@ -459,6 +469,11 @@ impl Store {
             None => return Ok(()),
         };
         if done {
+            // Job output and prunes are written to the store outside of commits: they too
+            // must reach the disk within a checkpoint's interval.
+            if self.kv.is_dirty() && self.failed.lock().is_none() {
+                self.flush_sled()?;
+            }
             if let Some(wal) = self.wal.lock().as_mut() {
                 wal.sync().map_err(|e| self.wal_err(e))?;
             }
@@ -690,6 +705,8 @@ impl Store {
                 ),
             ));
         }
+        let mut rewrite = Batch::default();
+        let mut rewritten = Vec::new();
         for (seq, record) in &scan.commits {
             if *seq > sled_last {
                 break;
@@ -697,16 +714,31 @@ impl Store {
             let held = self.raw(*seq)?;
             if held.as_deref() != Some(record.as_slice()) {
                 let which = match held.as_deref().map(super::wal::record_head) {
-                    None => "sled does not hold it".to_string(),
-                    Some(Err(why)) => format!("sled's copy is damaged: {why}"),
+                    None => "the store does not hold it".to_string(),
+                    Some(Err(_)) => {
+                        // The store's copy fails its own seal while the WAL's is sealed and
+                        // chained (the scan checked it): put the good copy back, loudly.
+                        rewrite.insert(seq.to_be_bytes(), record.as_slice());
+                        rewritten.push(*seq);
+                        continue;
+                    }
                     Some(Ok(_)) => "the two copies differ, and each is sealed".to_string(),
                 };
                 return Err(sled_damage(
                     self,
                     *seq,
-                    format!("sled and the write-ahead log disagree on commit {seq}: {which}"),
+                    format!(
+                        "the store and the write-ahead log disagree on commit {seq}: {which}"
+                    ),
                 ));
             }
+        }
+        if !rewritten.is_empty() {
+            self.commits
+                .apply_batch(rewrite)
+                .map_err(|e| self.sled_err(e))?;
+            self.flush_sled()?;
+            self.notes.push(Note::Rewritten { seqs: rewritten });
         }
         let wal_head = scan.head().unwrap_or(sled_head);
         if sled_last > wal_head.seq {
@@ -1069,7 +1101,7 @@ impl Store {
         }
     }
 
-    /// Bytes the log takes on disk: the write-ahead log's segments and sled's files.
+    /// Bytes the log takes on disk: the write-ahead log's segments and the store's file.
     pub fn disk_bytes(&self) -> u64 {
         fn size(path: &Path) -> u64 {
             match std::fs::symlink_metadata(path) {
@@ -1080,7 +1112,7 @@ impl Store {
                 Err(_) => 0,
             }
         }
-        size(&self.dir.join("wal")) + size(&self.dir.join("log"))
+        size(&self.dir.join("wal")) + size(&self.kv_path) + size(&self.dir.join(SLED_DIR))
     }
 
     /// Writes what commits up to `through` asked of the cold tree (in commit order), and

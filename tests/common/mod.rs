@@ -695,3 +695,34 @@ pub fn copy_of(dir: &Path) -> (tempfile::TempDir, PathBuf) {
     copy_dir(dir, &copy);
     (tmp, copy)
 }
+
+/// Changes one table of a stopped data dir's store (`store.redb`) through redb itself, so
+/// that the file stays well-formed: only reeve's own checks (seals, chain, WAL) can tell.
+#[allow(dead_code)]
+pub fn alter_store(
+    dir: &std::path::Path,
+    table: &str,
+    change: impl FnOnce(&mut redb::Table<&[u8], &[u8]>),
+) {
+    let db = redb::Database::open(dir.join(reeve::log::STORE_FILE)).unwrap();
+    let tx = db.begin_write().unwrap();
+    {
+        let mut t = tx
+            .open_table(redb::TableDefinition::<&[u8], &[u8]>::new(table))
+            .unwrap();
+        change(&mut t);
+    }
+    tx.commit().unwrap();
+}
+
+/// One value of a stopped data dir's store.
+#[allow(dead_code)]
+pub fn store_get(dir: &std::path::Path, table: &str, key: &[u8]) -> Option<Vec<u8>> {
+    use redb::ReadableDatabase;
+    let db = redb::Database::open(dir.join(reeve::log::STORE_FILE)).unwrap();
+    let tx = db.begin_read().unwrap();
+    let t = tx
+        .open_table(redb::TableDefinition::<&[u8], &[u8]>::new(table))
+        .unwrap();
+    t.get(key).unwrap().map(|v| v.value().to_vec())
+}
