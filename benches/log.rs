@@ -9,7 +9,7 @@
 //!   store (one framed WAL write + one `fdatasync`) beside a bare `pwrite` of the same size +
 //!   `fdatasync` in a preallocated file — the floor any durable commit sits on.
 //! - `open/100k`: opening a 100,000-commit data dir the way `serve` does (scan the WAL, check
-//!   sled against it and its checkpoint, replay).
+//!   the store against it and its checkpoint, replay).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -339,10 +339,10 @@ fn snapshot_loop(
         let started = std::time::Instant::now();
         let state = shared.read().clone();
         let held = started.elapsed();
-        // Saved only once sled durably holds its commits, their audit entries and the builds
-        // they sent out of memory, so that a start from it never needs them from before it.
-        // Under a load sled takes a while to catch up with; the snapshot waits for it rather
-        // than giving up, or a busy server would save none.
+        // Saved only once the store durably holds its commits, their audit entries and the
+        // builds they sent out of memory, so that a start from it never needs them from before
+        // it. Under a load the store takes a while to catch up with; the snapshot waits for it
+        // rather than giving up, or a busy server would save none.
         while store.durable_seq() < state.head_seq {
             if stop.recv_timeout(std::time::Duration::from_millis(50))
                 != Err(std::sync::mpsc::RecvTimeoutError::Timeout)
@@ -552,7 +552,7 @@ fn load_snapshot(store: &Store, path: &Path, last: u64, indexed: u64) -> Result<
         ));
     }
     if snap.seq > indexed {
-        // The audit entries and cold builds between what sled holds and the snapshot could
+        // The audit entries and cold builds between what the store holds and the snapshot could
         // only be written again by folding the commits before the snapshot.
         return Err(format!(
             "it was taken at seq {}, but the audit index and cold builds on disk end at {indexed}",
@@ -888,7 +888,7 @@ impl Control {
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
-        // The writer's last act was a checkpoint: sled durably holds everything, so the state
+        // The writer's last act was a checkpoint: the store durably holds everything, so the state
         // can be saved as it is, and the next start folds nothing. Live state only, so this
         // is quick; if it fails, the next start folds the commits since the last snapshot.
         let state = self.state.read().clone();

@@ -1,11 +1,12 @@
 //! reeve: an event-sourced control plane for jobs and watches.
 //!
 //! Every change is a [`domain::Command`] submitted to [`control::Control`], which decides it
-//! against the current [`domain::State`], appends one hash-chained [`log::Commit`] to the sled
-//! log, and folds it into the state with [`domain::State::apply`]. Everything readable is a
-//! projection of that log.
+//! against the current [`domain::State`], appends one hash-chained [`log::Commit`] to the log
+//! (a write-ahead log in front of a redb file), and folds it into the state with
+//! [`domain::State::apply`]. Everything readable is a projection of that log.
 //!
-//! - [`log`]: the commit record, its encoding and hash chain, and the sled store.
+//! - [`log`]: the commit record, its encoding and hash chain, the write-ahead log and the redb
+//!   store.
 //! - [`domain`]: the pure core — commands, events, `decide`, `apply`. No I/O, no clock.
 //! - [`control`]: the single writer: decide, group-commit, apply, answer.
 //! - [`auth`]: token secrets and how a bearer token becomes a principal.

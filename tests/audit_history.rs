@@ -224,7 +224,8 @@ async fn a_damaged_audit_index_is_rebuilt_from_the_log() {
             .0
             .value()
             .to_vec();
-        t.insert(key.as_slice(), &[1u8, 0xff, 0xff, 0xff][..]).unwrap();
+        t.insert(key.as_slice(), &[1u8, 0xff, 0xff, 0xff][..])
+            .unwrap();
     });
     let s = s.restart().await;
     assert_eq!(

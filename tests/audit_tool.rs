@@ -653,7 +653,8 @@ async fn verify_names_a_tampered_record_and_a_missing_one() {
         let commit = reeve::log::Commit::decode(&old).unwrap();
         let (_, record) = reeve::log::Commit::seal(4, [9; 32], commit.body).unwrap();
         alter_store(&forged, "commits", |t| {
-            t.insert(&4u64.to_be_bytes()[..], record.as_slice()).unwrap();
+            t.insert(&4u64.to_be_bytes()[..], record.as_slice())
+                .unwrap();
         });
     }
     let r = offline(&forged, "verify", &[]).await;

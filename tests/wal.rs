@@ -100,7 +100,12 @@ fn verify(dir: &Path, extra: &[&str]) -> Verify {
 /// What the server's open path makes of a data dir.
 enum Opened {
     Refused(Box<reeve::log::Damage>),
-    Served { records: Records, notes: Vec<Note> },
+    Served {
+        records: Records,
+        notes: Vec<Note>,
+        /// What the check of the history behind the snapshot (the server's scrub) finds.
+        scrub: Result<(), LogError>,
+    },
 }
 
 fn open(dir: &Path) -> Opened {
@@ -119,9 +124,17 @@ fn open(dir: &Path) -> Opened {
                     let (seq, rec) = r.unwrap();
                     (seq, rec.to_vec())
                 })
-                .collect();
+                .collect::<Records>();
+            let head = records.last().map_or(0, |(seq, _)| *seq);
+            let scrub = control
+                .store()
+                .scrub(head, &std::sync::atomic::AtomicBool::new(false));
             drop(control);
-            Opened::Served { records, notes }
+            Opened::Served {
+                records,
+                notes,
+                scrub,
+            }
         }
     }
 }
@@ -162,7 +175,12 @@ fn check_flip(dir: &Path, original: &Records, file: &Path, at: u64) -> bool {
             }
             true
         }
-        Opened::Served { records, notes } => {
+        Opened::Served {
+            records,
+            notes,
+            scrub,
+        } => {
+            assert!(scrub.is_ok(), "served, but the scrub said {scrub:?}");
             assert!(
                 records == *original,
                 "{where_}: served {} commits (notes {notes:?}), the log had {}",
@@ -270,7 +288,12 @@ async fn a_commit_damaged_in_every_store_copy_is_restored_from_the_wal_or_refuse
     match open(&copy) {
         // The WAL still holds every commit since the data dir began, so the store is made
         // whole from it, loudly.
-        Opened::Served { records, notes } => {
+        Opened::Served {
+            records,
+            notes,
+            scrub,
+        } => {
+            assert!(scrub.is_ok(), "served, but the scrub said {scrub:?}");
             assert!(
                 records == original,
                 "{} of {} commits",
@@ -283,7 +306,8 @@ async fn a_commit_damaged_in_every_store_copy_is_restored_from_the_wal_or_refuse
             );
             assert_eq!(v.code, 0, "{}", v.stderr);
             assert!(
-                v.stderr.contains("warning: the store's file (store.redb) is damaged"),
+                v.stderr
+                    .contains("warning: the store's file (store.redb) is damaged"),
                 "{}",
                 v.stderr
             );
@@ -319,11 +343,24 @@ async fn a_commit_damaged_in_every_store_copy_is_restored_from_the_wal_or_refuse
             );
             assert_eq!(v.stdout, "");
         }
-        Opened::Served { records, .. } => {
-            panic!(
-                "the store's only copy of commit {seq} was damaged, yet {} commits were served",
-                records.len()
-            )
+        // The start folds from a snapshot, so history behind it is checked after the start:
+        // the scrub must find the damage (a server stops taking writes then), and the audit
+        // tool, which folds from seq 1, must refuse.
+        Opened::Served { scrub, .. } => {
+            match scrub {
+                Err(LogError::Damaged(d)) => {
+                    assert!(d.first_seq.is_some_and(|f| f <= *seq), "{d}")
+                }
+                other => panic!(
+                    "the store's only copy of commit {seq} was damaged, yet the scrub said {other:?}"
+                ),
+            }
+            assert_eq!(v.code, 1, "{}", v.stderr);
+            assert!(
+                v.stderr.contains(&format!("broken log at seq {seq}")),
+                "{}",
+                v.stderr
+            );
         }
     }
 }
@@ -423,7 +460,12 @@ async fn segments_roll_and_recycle_and_the_log_reopens_whole() {
     // Reopened (twice, to be sure the first open changed nothing): the same commits.
     for _ in 0..2 {
         match open(dir.path()) {
-            Opened::Served { records, notes } => {
+            Opened::Served {
+                records,
+                notes,
+                scrub,
+            } => {
+                assert!(scrub.is_ok(), "served, but the scrub said {scrub:?}");
                 assert!(records == original);
                 assert!(notes.is_empty(), "{notes:?}");
             }
@@ -454,7 +496,12 @@ async fn a_missing_wal_or_a_wal_cut_short_is_damage() {
     std::fs::remove_file(copy.join(reeve::log::STORE_FILE)).unwrap();
     match open(&copy) {
         // The WAL of a young data dir still holds every commit: the store is rebuilt from it.
-        Opened::Served { records, notes } => {
+        Opened::Served {
+            records,
+            notes,
+            scrub,
+        } => {
+            assert!(scrub.is_ok(), "served, but the scrub said {scrub:?}");
             assert!(records == original);
             assert!(
                 notes.iter().any(|n| matches!(n, Note::Restored { .. })),
@@ -537,7 +584,8 @@ async fn damage_behind_a_snapshot_is_found_after_the_start_and_stops_writes() {
         let last = record.len() - 1;
         record[last] ^= 0x01;
         alter_store(&dir, "commits", |t| {
-            t.insert(&3u64.to_be_bytes()[..], record.as_slice()).unwrap();
+            t.insert(&3u64.to_be_bytes()[..], record.as_slice())
+                .unwrap();
         });
     }
 

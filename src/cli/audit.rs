@@ -6,8 +6,9 @@
 //! record's own hash), `Verifier` (gapless seqs, the chain) and `State::apply` (the fold).
 //!
 //! Offline, the data dir is opened with `Store::open_copy`, which takes its lock (a dir a
-//! running server holds is refused), runs the server's own checks of the WAL against sled, and
-//! touches nothing in the dir: sled's files are opened as a temporary copy.
+//! running server holds is refused), runs the server's own checks of the WAL against the
+//! store, and touches nothing in the dir: the store's file (`store.redb`) is opened as a
+//! temporary copy, and a data dir still in sled is moved into that copy only.
 //!
 //! The HTTP code is kept in this file (`Remote`) on purpose, small, so it can later move into
 //! the client commands' shared connection module.

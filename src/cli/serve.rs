@@ -25,7 +25,7 @@ pub struct ServeArgs {
     #[arg(long, env = "REEVE_SYNC", value_enum, default_value_t = SyncMode::Durable)]
     sync: SyncMode,
     /// The size each new write-ahead log segment is preallocated to, in MiB. Segments that
-    /// sled has durably taken over are deleted at checkpoints.
+    /// the store has durably taken over are deleted at checkpoints.
     #[arg(long, env = "REEVE_WAL_SEGMENT_MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
     wal_segment_mib: u64,
     /// Save a snapshot of the state after this many commits, so a start folds at most that

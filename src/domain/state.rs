@@ -253,7 +253,7 @@ impl State {
 
     /// Folds one commit into the state. The server runs this live; the replay runs it offline.
     /// Folds one commit into the projections and returns its audit entry, which lives on disk
-    /// (sled's audit index), not here: history must not cost memory.
+    /// (the store's audit index), not here: history must not cost memory.
     pub fn apply(&mut self, c: &Commit) -> AuditEntry {
         self.apply_with(c, &mut Vec::new())
     }

@@ -1,9 +1,10 @@
 //! The audit index on disk: one entry per commit and the keys `GET /api/v1/audit` filters by,
-//! in sled's `audit` tree, so that the cost of history is disk, not memory.
+//! in the store's `audit` table, so that the cost of history is disk, not memory.
 //!
-//! Commits are grouped in blocks of 64 consecutive seqs (`block = seq / 64`), because sled
-//! pays several microseconds per key written: a key per commit and per filter would cost more
-//! than the commit itself. Keys (one tree, so one batch writes entries and filters together):
+//! Commits are grouped in blocks of 64 consecutive seqs (`block = seq / 64`): a key per commit
+//! and per filter cost more than the commit itself when the store was sled (several
+//! microseconds per key written), and blocks write about eight keys per 64 commits. Keys (one
+//! table, so one transaction writes entries and filters together):
 //!
 //! ```text
 //! 's' ‖ block                      → version(1) ‖ postcard(Vec<AuditEntry>)  the block's entries
@@ -163,14 +164,14 @@ fn decode_mask(key: &[u8], value: &[u8]) -> Result<u64, LogError> {
         })
 }
 
-type SledErr<'a> = &'a dyn Fn(redb::Error) -> LogError;
+type StoreErr<'a> = &'a dyn Fn(redb::Error) -> LogError;
 
 /// Writes entries (any seqs, any order) and their filter bits in one batch, merging with what
 /// their blocks already hold.
 pub(super) fn index<'a>(
     tree: &Tree,
     entries: impl IntoIterator<Item = &'a AuditEntry>,
-    sled_err: SledErr<'_>,
+    store_err: StoreErr<'_>,
 ) -> Result<(), LogError> {
     let mut blocks: BTreeMap<u64, BTreeMap<u64, &AuditEntry>> = BTreeMap::new();
     let mut masks: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
@@ -187,7 +188,7 @@ pub(super) fn index<'a>(
     let mut batch = Batch::default();
     for (block, new) in blocks {
         let key = entries_key(block);
-        let old = match tree.get(&key).map_err(sled_err)? {
+        let old = match tree.get(&key).map_err(store_err)? {
             Some(v) => decode_block(block, &v)?,
             None => Vec::new(),
         };
@@ -201,23 +202,24 @@ pub(super) fn index<'a>(
         batch.insert(key, value);
     }
     for (key, mask) in masks {
-        let old = match tree.get(&key).map_err(sled_err)? {
+        let old = match tree.get(&key).map_err(store_err)? {
             Some(v) => decode_mask(&key, &v)?,
             None => 0,
         };
         batch.insert(key, (old | mask).to_be_bytes());
     }
-    tree.apply_batch(batch).map_err(sled_err)
+    tree.apply_batch(batch).map_err(store_err)
 }
 
 /// The highest seq the index holds an entry for (0: none). Blocks are written in seq order
-/// and sled recovers a prefix of its writes, so every seq up to it has one.
-pub(super) fn last_seq(tree: &Tree, sled_err: SledErr<'_>) -> Result<u64, LogError> {
+/// and a crash leaves the store at its last durable commit, a prefix of its writes, so every
+/// seq up to it has one.
+pub(super) fn last_seq(tree: &Tree, store_err: StoreErr<'_>) -> Result<u64, LogError> {
     let Some((key, value)) = tree
         .scan_prefix_rev(b"s")
         .next()
         .transpose()
-        .map_err(sled_err)?
+        .map_err(store_err)?
     else {
         return Ok(0);
     };
@@ -230,7 +232,7 @@ fn seek(
     tree: &Tree,
     prefix: &[u8],
     from: u64,
-    sled_err: SledErr<'_>,
+    store_err: StoreErr<'_>,
 ) -> Result<Option<(u64, u64)>, LogError> {
     let start = with_block(prefix.to_vec(), from);
     let end = with_block(prefix.to_vec(), u64::MAX);
@@ -238,7 +240,7 @@ fn seek(
         .range(Bound::Included(start), Bound::Included(end))
         .next()
         .transpose()
-        .map_err(sled_err)?
+        .map_err(store_err)?
     {
         Some((k, v)) => {
             let mask = decode_mask(&k, &v)?;
@@ -258,7 +260,7 @@ pub(super) fn page(
     filter: &AuditFilter,
     since: u64,
     limit: usize,
-    sled_err: SledErr<'_>,
+    store_err: StoreErr<'_>,
 ) -> Result<Vec<AuditEntry>, LogError> {
     let prefixes = filter.prefixes();
     let mut out = Vec::new();
@@ -269,7 +271,7 @@ pub(super) fn page(
             Bound::Included(entries_key(block)),
             Bound::Included(entries_key(u64::MAX)),
         ) {
-            let (k, v) = item.map_err(sled_err)?;
+            let (k, v) = item.map_err(store_err)?;
             let b = block_of(&k, 1).unwrap_or(0);
             for e in decode_block(b, &v)? {
                 if out.len() >= limit {
@@ -285,7 +287,7 @@ pub(super) fn page(
     'search: while out.len() < limit {
         let mut mask = u64::MAX;
         for prefix in &prefixes {
-            match seek(tree, prefix, block, sled_err)? {
+            match seek(tree, prefix, block, store_err)? {
                 None => break 'search,
                 Some((b, _)) if b > block => {
                     block = b;
@@ -297,7 +299,7 @@ pub(super) fn page(
         if mask != 0 {
             let value = tree
                 .get(entries_key(block))
-                .map_err(sled_err)?
+                .map_err(store_err)?
                 .ok_or_else(|| LogError::Corrupt {
                     seq: block * BLOCK,
                     why: format!("audit index block {block} has filter bits but no entries"),

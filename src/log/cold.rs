@@ -1,5 +1,5 @@
-//! Builds that left memory, on disk: sled's `cold` tree, written from the [`ColdOp`]s the fold
-//! hands out (see `domain/cold.rs`), in commit order, by the store's background thread.
+//! Builds that left memory, on disk: the store's `cold` table, written from the [`ColdOp`]s the
+//! fold hands out (see `domain/cold.rs`), in commit order, by the store's background thread.
 //!
 //! ```text
 //! 'b' ‖ build(16)                          → version(1) ‖ postcard(ColdBuild)
@@ -95,7 +95,7 @@ fn damaged(what: String, why: String) -> LogError {
     LogError::Failed(format!("the cold build record of {what} is damaged: {why}"))
 }
 
-/// A record as sled has it.
+/// A record as the store has it.
 pub fn get(tree: &Tree, id: Uuid, err: Err<'_>) -> Result<Option<ColdBuild>, LogError> {
     tree.get(build_key(id))
         .map_err(err)?
@@ -274,9 +274,9 @@ pub fn write(
     tree.apply_batch(batch).map_err(err)
 }
 
-/// The newest version of a record: sled's, with the ops not yet written laid over it.
-/// `pending` must have been taken before sled was read (an op leaves it only once sled holds
-/// its effect, so nothing falls between the two).
+/// The newest version of a record: the store's, with the ops not yet written laid over it.
+/// `pending` must have been taken before the store was read (an op leaves it only once the
+/// store holds its effect, so nothing falls between the two).
 pub fn overlay(
     mut record: Option<ColdBuild>,
     id: Uuid,
@@ -296,7 +296,7 @@ pub fn overlay(
     record
 }
 
-/// The pending evictions, for reads that look for builds sled does not have yet.
+/// The pending evictions, for reads that look for builds the store does not have yet.
 pub fn pending_builds(pending: &[(u64, ColdOp)]) -> impl Iterator<Item = &Arc<ColdBuild>> {
     pending.iter().filter_map(|(_, op)| match op {
         ColdOp::Evicted(b) => Some(b),

@@ -23,7 +23,7 @@ const KIND_CHECKPOINT: u8 = 3;
 pub const SEGMENT_MAGIC: &[u8; 8] = b"reevewal";
 pub const SEGMENT_FORMAT_V1: u8 = 1;
 
-/// The last commit the sled store durably held when the frame was written.
+/// The last commit the store durably held when the frame was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     pub seq: u64,

@@ -273,7 +273,11 @@ impl Tree {
         }
         let range = table.range::<&[u8]>((as_ref(lo), as_ref(hi)))?;
         let mut out = Vec::new();
-        let mut take = |item: Result<(redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>| -> Result<bool, KvError> {
+        let mut take = |item: Result<
+            (redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>),
+            redb::StorageError,
+        >|
+         -> Result<bool, KvError> {
             let (k, v) = item?;
             out.push((k.value().to_vec(), v.value().to_vec()));
             Ok(out.len() < CHUNK)

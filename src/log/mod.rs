@@ -8,10 +8,10 @@
 
 pub mod audit_index;
 mod cold;
-pub mod kv;
-mod migrate;
 pub mod frame;
 pub mod jetstream;
+pub mod kv;
+mod migrate;
 pub mod snapshot;
 mod store;
 pub mod wal;

@@ -46,30 +46,30 @@ pub struct Store {
     sync: SyncMode,
     /// The write-ahead log; `None` for a copy opened to be read (see [`Store::open_copy`]).
     wal: Mutex<Option<Wal>>,
-    /// Records the WAL holds durably that sled has not taken yet, in seq order. The background
-    /// thread hands them to sled in batches ([`Store::feed`]), so sled's insert is off the
-    /// path every caller waits on; readers look here first.
+    /// Records the WAL holds durably that the store has not taken yet, in seq order. The
+    /// background thread writes them in batches ([`Store::feed`]), so the store's write
+    /// transaction is off the path every caller waits on; readers look here first.
     unfed: Mutex<Vec<(u64, Arc<[u8]>)>>,
-    /// The audit entries of appended commits that sled's audit index has not taken yet.
+    /// The audit entries of appended commits that the audit index has not taken yet.
     /// Shared, so that the background thread's copy costs a reference count per entry.
     unfed_audit: Mutex<Vec<Arc<AuditEntry>>>,
     /// The audit index: an entry per commit and the keys its filters use (see `audit_index`).
     audit: Tree,
     /// Builds that left memory (see `cold`).
     cold: Tree,
-    /// What appended commits asked of `cold` that sled has not taken yet, by seq.
+    /// What appended commits asked of `cold` that the store has not taken yet, by seq.
     unfed_cold: Mutex<Vec<(u64, ColdOp)>>,
-    /// The last commit handed to sled, which a checkpoint makes durable there.
+    /// The last commit handed to the store, which a checkpoint makes durable there.
     fed: Mutex<Checkpoint>,
-    /// Set when sled could not take commits that the WAL already holds: from then on nothing
-    /// more is written, and the next open catches sled up from the WAL.
+    /// Set when the store could not take commits that the WAL already holds: from then on
+    /// nothing more is written, and the next open catches the store up from the WAL.
     failed: Mutex<Option<String>>,
-    /// What opening found and set right (a torn tail cut, sled caught up), for the caller to
-    /// report.
+    /// What opening found and set right (a torn tail cut, the store caught up), for the caller
+    /// to report.
     notes: Vec<Note>,
-    /// The background thread that feeds sled and checkpoints, and the way to wake it.
+    /// The background thread that feeds the store and checkpoints, and the way to wake it.
     background: Mutex<Option<(std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>)>>,
-    /// The temporary copy of sled's files a read-only open works on.
+    /// The temporary dir holding the copy of the store's file a read-only open works on.
     _copy: Option<tempfile::TempDir>,
     _lock: File,
 }
@@ -182,9 +182,9 @@ const LOGS_SWEPT_KEY: &[u8] = b"swept";
 /// disappears is noticed instead of taken for a data dir that never had one.
 const WAL_MARKER: &[u8] = b"reeve/wal";
 const WAL_DIR: &str = "wal";
-/// How often the background thread checkpoints sled (and, in interval mode, syncs the WAL).
+/// How often the background thread checkpoints the store (and, in interval mode, syncs the WAL).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-/// How often the background thread hands sled what the WAL took...
+/// How often the background thread hands the store what the WAL took...
 const FEED_EVERY: Duration = Duration::from_millis(5);
 /// ...or how many records waiting wake it at once.
 const FEED_AT: usize = 1024;
@@ -195,10 +195,10 @@ pub const LOG_TRUNCATED: &str =
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// The server's open: repairs what may be repaired (a torn tail, sled behind the WAL).
+    /// The server's open: repairs what may be repaired (a torn tail, the store behind the WAL).
     Serve,
-    /// A read-only look: sled's files are copied first and only the copy is touched; the WAL
-    /// is read, never written.
+    /// A read-only look: the store's file is copied first (a data dir still in sled is moved
+    /// into the copy) and only the copy is touched; the WAL is read, never written.
     Copy,
 }
 
@@ -219,9 +219,9 @@ impl Store {
         Store::open_mode(dir, sync, Mode::Serve, segment_bytes)
     }
 
-    /// Opens a data dir to read it without changing a byte of it: sled's files are copied to
-    /// a temporary dir (sled's recovery may rewrite the files it opens) and the WAL is only
-    /// read. The same checks as [`Store::open`] apply; what `open` would repair is reported
+    /// Opens a data dir to read it without changing a byte of it: the store's file is copied
+    /// to a temporary dir (opening may repair it, e.g. catch it up from the WAL) and the WAL is
+    /// only read. The same checks as [`Store::open`] apply; what `open` would repair is reported
     /// in [`Store::notes`] and repaired in the copy only. Takes the data dir's lock like
     /// `open`, so a dir a running server holds is refused.
     pub fn open_copy(dir: &Path) -> Result<Store, LogError> {
@@ -343,7 +343,7 @@ impl Store {
         self.sync
     }
 
-    fn sled_err(&self, source: redb::Error) -> LogError {
+    fn store_err(&self, source: redb::Error) -> LogError {
         LogError::Store {
             dir: self.kv_path.display().to_string(),
             source: Box::new(source),
@@ -358,7 +358,7 @@ impl Store {
     /// Writes a group of sealed records as one WAL write and makes them as durable as the
     /// sync mode promises (durable: one `fdatasync`). Nobody may be answered before this
     /// returns; from then on the records are readable here, and [`Store::feed`] hands them to
-    /// sled.
+    /// the store.
     pub fn append(
         &self,
         records: Vec<(u64, Vec<u8>)>,
@@ -402,9 +402,9 @@ impl Store {
         Ok(())
     }
 
-    /// Hands sled what the WAL holds and sled does not (the background thread does this).
-    /// A failure here cannot undo the WAL (the records are acknowledged), so it stops the
-    /// store instead: nothing more is written, and the next open catches sled up from the WAL.
+    /// Hands the store what the WAL holds and the store does not (the background thread does
+    /// this). A failure here cannot undo the WAL (the records are acknowledged), so it stops
+    /// the store instead: nothing more is written, and the next open catches it up from the WAL.
     pub fn feed(&self) {
         let pending: Vec<(u64, Arc<[u8]>)> = self.unfed.lock().clone();
         let Some((last_seq, last)) = pending.last().cloned() else {
@@ -416,13 +416,13 @@ impl Store {
         }
         if let Err(e) = self.commits.apply_batch(batch) {
             let why = format!(
-                "sled could not take commits the write-ahead log already holds ({e}); restart reeve to catch sled up from the WAL"
+                "the store could not take commits the write-ahead log already holds ({e}); restart reeve to catch the store up from the WAL"
             );
             tracing::error!("{why}");
             *self.failed.lock() = Some(why);
             return;
         }
-        // Only now may readers stop finding them here: they are in sled.
+        // Only now may readers stop finding them here: they are in the store.
         self.unfed.lock().retain(|(seq, _)| *seq > last_seq);
         let ops: Vec<(u64, ColdOp)> = self
             .unfed_cold
@@ -433,7 +433,7 @@ impl Store {
             .collect();
         if let Err(e) = self.write_cold(&ops, last_seq) {
             let why = format!(
-                "sled could not take the builds that left memory with commits the write-ahead log already holds ({e}); restart reeve to write them again"
+                "the store could not take the builds that left memory with commits the write-ahead log already holds ({e}); restart reeve to write them again"
             );
             tracing::error!("{why}");
             *self.failed.lock() = Some(why);
@@ -445,7 +445,7 @@ impl Store {
         if let Some(last_entry) = entries.last().map(|e| e.seq) {
             if let Err(e) = self.index_audit(entries.iter().map(|e| &**e)) {
                 let why = format!(
-                    "sled could not take the audit entries of commits the write-ahead log already holds ({e}); restart reeve to rebuild them"
+                    "the store could not take the audit entries of commits the write-ahead log already holds ({e}); restart reeve to rebuild them"
                 );
                 tracing::error!("{why}");
                 *self.failed.lock() = Some(why);
@@ -460,8 +460,9 @@ impl Store {
         };
     }
 
-    /// Makes sled durably hold everything handed to it and records that in the WAL, which lets
-    /// older WAL segments go. Runs in the background every half second and at shutdown.
+    /// Makes the store durably hold everything handed to it (one durable commit of its file)
+    /// and records that in the WAL, which lets older WAL segments go. Runs in the background
+    /// every half second and at shutdown.
     pub fn checkpoint(&self) -> Result<(), LogError> {
         let fed = *self.fed.lock();
         let done = match self.wal.lock().as_ref() {
@@ -472,7 +473,7 @@ impl Store {
             // Job output and prunes are written to the store outside of commits: they too
             // must reach the disk within a checkpoint's interval.
             if self.kv.is_dirty() && self.failed.lock().is_none() {
-                self.flush_sled()?;
+                self.flush_store()?;
             }
             if let Some(wal) = self.wal.lock().as_mut() {
                 wal.sync().map_err(|e| self.wal_err(e))?;
@@ -482,22 +483,22 @@ impl Store {
         if self.failed.lock().is_some() {
             return Ok(());
         }
-        self.flush_sled()?;
+        self.flush_store()?;
         if let Some(wal) = self.wal.lock().as_mut() {
             wal.checkpoint_at(fed).map_err(|e| self.wal_err(e))?;
         }
         Ok(())
     }
 
-    fn flush_sled(&self) -> Result<(), LogError> {
-        self.kv.flush().map_err(|e| self.sled_err(e))
+    fn flush_store(&self) -> Result<(), LogError> {
+        self.kv.flush().map_err(|e| self.store_err(e))
     }
 
-    /// Starts the store's background thread: it hands sled what the WAL took (every few
-    /// milliseconds, or at once when much is waiting) and checkpoints sled every half second.
-    /// sled's insert costs tens of microseconds per batch however small, so batching it here,
-    /// on the other core, keeps it off every caller's wait. The thread holds only a weak
-    /// reference: it ends when the store is flushed or dropped.
+    /// Starts the store's background thread: it hands the store what the WAL took (every few
+    /// milliseconds, or at once when much is waiting) and checkpoints it every half second.
+    /// One write transaction per batch, on the other core, keeps the store's writes off every
+    /// caller's wait. The thread holds only a weak reference: it ends when the store is flushed
+    /// or dropped.
     pub fn start_background(self: &Arc<Self>) {
         if self.wal.lock().is_none() {
             return;
@@ -528,7 +529,7 @@ impl Store {
     }
 
     /// Stops the background checkpoints and takes a last one, so that the next open finds
-    /// sled and the WAL in step. Used at shutdown whatever the sync mode.
+    /// the store and the WAL in step. Used at shutdown whatever the sync mode.
     pub fn flush(&self) -> Result<(), LogError> {
         let running = self.background.lock().take();
         if let Some((stop, handle)) = running {
@@ -581,14 +582,14 @@ impl Store {
         }))
     }
 
-    /// Damage that a reader of sled's commits found (a gap, a record that does not decode or
+    /// Damage that a reader of the store's commits found (a gap, a record that does not decode or
     /// chain): the replay on open reports it through here.
     pub fn damaged_at(&self, seq: u64, why: String) -> LogError {
         self.damage(Some(seq), Some("store.redb (commits table)".into()), 0, why)
     }
 
-    /// The hash of the record sled holds under `seq`, checked against its body.
-    fn sled_hash(&self, seq: u64) -> Result<Option<Hash>, LogError> {
+    /// The hash of the record the store holds under `seq`, checked against its body.
+    fn store_hash(&self, seq: u64) -> Result<Option<Hash>, LogError> {
         match self.raw(seq)? {
             None => Ok(None),
             Some(record) => match super::wal::record_head(&record) {
@@ -606,22 +607,23 @@ impl Store {
         }
     }
 
-    /// Checks sled against the WAL and sets right what a crash leaves behind (a torn last
-    /// write, sled behind the WAL). Anything else that does not agree is damage.
+    /// Checks the store against the WAL and sets right what a crash leaves behind (a torn last
+    /// write, the store behind the WAL) and what the WAL can mend (commits the store lost or
+    /// holds damaged). Anything else that does not agree is damage.
     fn reconcile(&mut self, mode: Mode, segment_bytes: u64) -> Result<(), LogError> {
         let wal_dir = self.dir.join(WAL_DIR);
         let scan = super::wal::scan(&wal_dir).map_err(|e| self.wal_err(e))?;
-        let sled_last = self.last_seq()?;
-        let sled_head = Checkpoint {
-            seq: sled_last,
-            hash: self.sled_hash(sled_last)?.unwrap_or(GENESIS),
+        let store_last = self.last_seq()?;
+        let store_head = Checkpoint {
+            seq: store_last,
+            hash: self.store_hash(store_last)?.unwrap_or(GENESIS),
         };
         let marker = self
             .meta
             .get(WAL_MARKER)
-            .map_err(|e| self.sled_err(e))?
+            .map_err(|e| self.store_err(e))?
             .is_some();
-        let sled_damage = |store: &Store, first: u64, why: String| {
+        let store_damage = |store: &Store, first: u64, why: String| {
             store.damage(
                 Some(first),
                 Some("store.redb (commits table)".into()),
@@ -632,75 +634,76 @@ impl Store {
         if scan.segments.is_empty() {
             if marker {
                 return Err(self.damage(
-                    Some(sled_last + 1),
+                    Some(store_last + 1),
                     Some(format!("{}", wal_dir.display())),
                     0,
                     format!(
-                        "the write-ahead log is gone: {} holds no segment, though this data dir has kept one; sled holds commits up to {sled_last}, and whatever came after cannot be checked",
+                        "the write-ahead log is gone: {} holds no segment, though this data dir has kept one; the store holds commits up to {store_last}, and whatever came after cannot be checked",
                         wal_dir.display()
                     ),
                 ));
             }
             if mode == Mode::Copy {
                 self.notes.push(Note::NoWalYet { created: false });
-                *self.fed.lock() = sled_head;
+                *self.fed.lock() = store_head;
                 return Ok(());
             }
-            // A data dir from before the WAL (or a new one): sled becomes the checkpoint.
-            self.flush_sled()?;
+            // A data dir from before the WAL (or a new one): the store's head becomes the
+            // checkpoint.
+            self.flush_store()?;
             let wal =
-                Wal::create(&wal_dir, segment_bytes, sled_head).map_err(|e| self.wal_err(e))?;
+                Wal::create(&wal_dir, segment_bytes, store_head).map_err(|e| self.wal_err(e))?;
             self.set_marker()?;
-            if sled_last > 0 {
+            if store_last > 0 {
                 self.notes.push(Note::NoWalYet { created: true });
             }
             *self.wal.lock() = Some(wal);
-            *self.fed.lock() = sled_head;
+            *self.fed.lock() = store_head;
             return Ok(());
         }
         let (checkpoint, checkpoint_at) = scan
             .checkpoint
             .clone()
-            .unwrap_or((sled_head, String::new()));
-        // Where the WAL starts, sled must hold the very commit the WAL chains from.
-        let first = scan.first_head().unwrap_or(sled_head);
-        let joins = first.seq <= sled_last
-            && (first.seq == 0 || self.sled_hash(first.seq)? == Some(first.hash));
-        if !joins && sled_last >= first.seq {
-            return Err(sled_damage(
+            .unwrap_or((store_head, String::new()));
+        // Where the WAL starts, the store must hold the very commit the WAL chains from.
+        let first = scan.first_head().unwrap_or(store_head);
+        let joins = first.seq <= store_last
+            && (first.seq == 0 || self.store_hash(first.seq)? == Some(first.hash));
+        if !joins && store_last >= first.seq {
+            return Err(store_damage(
                 self,
                 first.seq,
                 format!(
-                    "the write-ahead log chains from commit {}, but sled holds a different commit {}",
+                    "the write-ahead log chains from commit {}, but the store holds a different commit {}",
                     first.seq, first.seq
                 ),
             ));
         }
-        if sled_last < checkpoint.seq {
+        if store_last < checkpoint.seq {
             if !joins {
-                return Err(sled_damage(
+                return Err(store_damage(
                     self,
-                    sled_last + 1,
+                    store_last + 1,
                     format!(
-                        "sled holds commits up to {sled_last}, but the checkpoint in {checkpoint_at} says it durably held up to {}: sled lost commits, and the write-ahead log (from commit {}) no longer has them all",
+                        "the store holds commits up to {store_last}, but the checkpoint in {checkpoint_at} says it durably held up to {}: the store lost commits, and the write-ahead log (from commit {}) no longer has them all",
                         checkpoint.seq,
                         first.seq + 1
                     ),
                 ));
             }
-            // sled lost commits it had taken, but the WAL still holds every one of them,
+            // The store lost commits it had taken, but the WAL still holds every one of them,
             // sealed and chained: put them back rather than refuse, and say so loudly.
             self.notes.push(Note::Restored {
-                from_seq: sled_last + 1,
+                from_seq: store_last + 1,
                 to_seq: checkpoint.seq,
                 checkpoint_at: checkpoint_at.clone(),
             });
-        } else if checkpoint.seq > 0 && self.sled_hash(checkpoint.seq)? != Some(checkpoint.hash) {
-            return Err(sled_damage(
+        } else if checkpoint.seq > 0 && self.store_hash(checkpoint.seq)? != Some(checkpoint.hash) {
+            return Err(store_damage(
                 self,
                 checkpoint.seq,
                 format!(
-                    "sled's commit {} is not the one the checkpoint in {checkpoint_at} names",
+                    "the store's commit {} is not the one the checkpoint in {checkpoint_at} names",
                     checkpoint.seq
                 ),
             ));
@@ -708,7 +711,7 @@ impl Store {
         let mut rewrite = Batch::default();
         let mut rewritten = Vec::new();
         for (seq, record) in &scan.commits {
-            if *seq > sled_last {
+            if *seq > store_last {
                 break;
             }
             let held = self.raw(*seq)?;
@@ -724,30 +727,28 @@ impl Store {
                     }
                     Some(Ok(_)) => "the two copies differ, and each is sealed".to_string(),
                 };
-                return Err(sled_damage(
+                return Err(store_damage(
                     self,
                     *seq,
-                    format!(
-                        "the store and the write-ahead log disagree on commit {seq}: {which}"
-                    ),
+                    format!("the store and the write-ahead log disagree on commit {seq}: {which}"),
                 ));
             }
         }
         if !rewritten.is_empty() {
             self.commits
                 .apply_batch(rewrite)
-                .map_err(|e| self.sled_err(e))?;
-            self.flush_sled()?;
+                .map_err(|e| self.store_err(e))?;
+            self.flush_store()?;
             self.notes.push(Note::Rewritten { seqs: rewritten });
         }
-        let wal_head = scan.head().unwrap_or(sled_head);
-        if sled_last > wal_head.seq {
+        let wal_head = scan.head().unwrap_or(store_head);
+        if store_last > wal_head.seq {
             return Err(self.damage(
                 Some(wal_head.seq + 1),
                 Some(format!("{} (its end)", wal_dir.display())),
-                sled_last,
+                store_last,
                 format!(
-                    "sled holds commits {}..{sled_last} that the write-ahead log does not: the WAL lost its end",
+                    "the store holds commits {}..{store_last} that the write-ahead log does not: the WAL lost its end",
                     wal_head.seq + 1
                 ),
             ));
@@ -774,16 +775,16 @@ impl Store {
                 cut,
             });
         }
-        if wal_head.seq > sled_last {
+        if wal_head.seq > store_last {
             let mut batch = Batch::default();
-            for (seq, record) in scan.commits.iter().filter(|(s, _)| *s > sled_last) {
+            for (seq, record) in scan.commits.iter().filter(|(s, _)| *s > store_last) {
                 batch.insert(seq.to_be_bytes(), record.as_slice());
             }
             self.commits
                 .apply_batch(batch)
-                .map_err(|e| self.sled_err(e))?;
+                .map_err(|e| self.store_err(e))?;
             // Commits up to the checkpoint were reported as restored above.
-            let from_seq = sled_last.max(checkpoint.seq) + 1;
+            let from_seq = store_last.max(checkpoint.seq) + 1;
             if from_seq <= wal_head.seq {
                 self.notes.push(Note::CaughtUp {
                     from_seq,
@@ -803,8 +804,8 @@ impl Store {
             self.set_marker()?;
         }
         let mut wal = Wal::resume(&wal_dir, segment_bytes, &scan).map_err(|e| self.wal_err(e))?;
-        if wal_head.seq > checkpoint.seq || wal_head.seq > sled_last {
-            self.flush_sled()?;
+        if wal_head.seq > checkpoint.seq || wal_head.seq > store_last {
+            self.flush_store()?;
             wal.checkpoint_at(wal_head).map_err(|e| self.wal_err(e))?;
         }
         *self.wal.lock() = Some(wal);
@@ -814,8 +815,8 @@ impl Store {
     fn set_marker(&self) -> Result<(), LogError> {
         self.meta
             .insert(WAL_MARKER, [1u8])
-            .map_err(|e| self.sled_err(e))?;
-        self.flush_sled()
+            .map_err(|e| self.store_err(e))?;
+        self.flush_store()
     }
 
     /// The raw record stored under `seq`.
@@ -826,7 +827,7 @@ impl Store {
         Ok(self
             .commits
             .get(seq.to_be_bytes())
-            .map_err(|e| self.sled_err(e))?
+            .map_err(|e| self.store_err(e))?
             .map(|v| v.to_vec()))
     }
 
@@ -838,8 +839,8 @@ impl Store {
         from_seq: u64,
         to_seq: u64,
     ) -> impl Iterator<Item = Result<(u64, Arc<[u8]>), LogError>> + '_ {
-        // Taken before sled is read: a record leaves `unfed` only once sled holds it, so every
-        // record is found in one place or the other.
+        // Taken before the store is read: a record leaves `unfed` only once the store holds it,
+        // so every record is found in one place or the other.
         let unfed: Vec<(u64, Arc<[u8]>)> = self
             .unfed
             .lock()
@@ -847,18 +848,18 @@ impl Store {
             .filter(|(s, _)| (from_seq..=to_seq).contains(s))
             .cloned()
             .collect();
-        let sled_to = unfed.first().map_or(to_seq, |(s, _)| to_seq.min(s - 1));
-        let range = (from_seq <= sled_to).then(|| {
+        let store_to = unfed.first().map_or(to_seq, |(s, _)| to_seq.min(s - 1));
+        let range = (from_seq <= store_to).then(|| {
             self.commits.range(
                 Bound::Included(from_seq.to_be_bytes().to_vec()),
-                Bound::Included(sled_to.to_be_bytes().to_vec()),
+                Bound::Included(store_to.to_be_bytes().to_vec()),
             )
         });
         range
             .into_iter()
             .flatten()
             .map(move |item| {
-                let (key, value) = item.map_err(|e| self.sled_err(e))?;
+                let (key, value) = item.map_err(|e| self.store_err(e))?;
                 let seq = <[u8; 8]>::try_from(key.as_ref())
                     .map(u64::from_be_bytes)
                     .map_err(|_| LogError::Corrupt {
@@ -878,7 +879,7 @@ impl Store {
         if let Some((seq, _)) = self.unfed.lock().last() {
             return Ok(*seq);
         }
-        let last = self.commits.last().map_err(|e| self.sled_err(e))?;
+        let last = self.commits.last().map_err(|e| self.store_err(e))?;
         Ok(last
             .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
             .map_or(0, u64::from_be_bytes))
@@ -923,7 +924,7 @@ impl Store {
             .scan_prefix_rev(prefix)
             .next()
             .transpose()
-            .map_err(|e| self.sled_err(e))?;
+            .map_err(|e| self.store_err(e))?;
         Ok(match last {
             Some((key, value)) => {
                 let mut offset = [0u8; 8];
@@ -951,7 +952,7 @@ impl Store {
         key.extend_from_slice(&len.to_be_bytes());
         self.logs
             .insert(key, chunk.as_slice())
-            .map_err(|e| self.sled_err(e))?;
+            .map_err(|e| self.store_err(e))?;
         Ok(len + chunk.len() as u64)
     }
 
@@ -966,7 +967,9 @@ impl Store {
         let _one_writer = self.log_append.lock();
         let mut key = job.as_bytes().to_vec();
         key.extend_from_slice(&offset.to_be_bytes());
-        self.logs.insert(key, bytes).map_err(|e| self.sled_err(e))?;
+        self.logs
+            .insert(key, bytes)
+            .map_err(|e| self.store_err(e))?;
         Ok(())
     }
 
@@ -974,7 +977,7 @@ impl Store {
     pub fn read_log(&self, job: uuid::Uuid, offset: u64) -> Result<Vec<u8>, LogError> {
         let mut out = Vec::new();
         for item in self.logs.scan_prefix(job.as_bytes()) {
-            let (key, value) = item.map_err(|e| self.sled_err(e))?;
+            let (key, value) = item.map_err(|e| self.store_err(e))?;
             let mut at = [0u8; 8];
             at.copy_from_slice(key.get(16..24).unwrap_or(&[0; 8]));
             let start = u64::from_be_bytes(at);
@@ -1002,13 +1005,15 @@ impl Store {
         let mut chunks = 0;
         for job in jobs {
             for key in self.logs.scan_prefix(job.as_bytes()).keys() {
-                batch.remove(key.map_err(|e| self.sled_err(e))?);
+                batch.remove(key.map_err(|e| self.store_err(e))?);
                 chunks += 1;
             }
         }
         let through = swept_through.max(self.logs_swept_through()?);
         batch.insert(LOGS_SWEPT_KEY, through.to_be_bytes());
-        self.logs.apply_batch(batch).map_err(|e| self.sled_err(e))?;
+        self.logs
+            .apply_batch(batch)
+            .map_err(|e| self.store_err(e))?;
         Ok(chunks)
     }
 
@@ -1019,7 +1024,7 @@ impl Store {
         let raw = self
             .logs
             .get(LOGS_SWEPT_KEY)
-            .map_err(|e| self.sled_err(e))?;
+            .map_err(|e| self.store_err(e))?;
         Ok(raw
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map_or(0, i64::from_be_bytes))
@@ -1031,7 +1036,7 @@ impl Store {
         &self,
         entries: impl IntoIterator<Item = &'a AuditEntry>,
     ) -> Result<(), LogError> {
-        audit_index::index(&self.audit, entries, &|e| self.sled_err(e))
+        audit_index::index(&self.audit, entries, &|e| self.store_err(e))
     }
 
     /// Verifies the chain from seq 1 through `through` from raw bytes (each record's hash
@@ -1130,13 +1135,13 @@ impl Store {
         if !pruned.is_empty() {
             self.prune_logs(&pruned, 0)?;
         }
-        super::cold::write(&self.cold, ops, through, &|e| self.sled_err(e))
+        super::cold::write(&self.cold, ops, through, &|e| self.store_err(e))
     }
 
-    /// The last commit whose cold ops sled holds (0: none, or a data dir from before builds
+    /// The last commit whose cold ops the store holds (0: none, or a data dir from before builds
     /// left memory).
     pub fn cold_through(&self) -> Result<u64, LogError> {
-        super::cold::through(&self.cold, &|e| self.sled_err(e))
+        super::cold::through(&self.cold, &|e| self.store_err(e))
     }
 
     fn pending_cold(&self) -> Vec<(u64, ColdOp)> {
@@ -1148,20 +1153,21 @@ impl Store {
         id: Uuid,
         pending: &[(u64, ColdOp)],
     ) -> Result<Option<ColdBuild>, LogError> {
-        let record = super::cold::get(&self.cold, id, &|e| self.sled_err(e))?;
+        let record = super::cold::get(&self.cold, id, &|e| self.store_err(e))?;
         Ok(super::cold::overlay(record, id, pending))
     }
 
     /// Empties the audit index, for a fold to rebuild it.
     pub fn clear_audit_index(&self) -> Result<(), LogError> {
         self.unfed_audit.lock().clear();
-        self.audit.clear().map_err(|e| self.sled_err(e))
+        self.audit.clear().map_err(|e| self.store_err(e))
     }
 
     /// The highest seq the audit index on disk holds an entry for; every seq before it has
-    /// one too (entries are written in order, and sled recovers a prefix of its writes).
+    /// one too (entries are written in seq order, a batch per transaction, and a crash leaves
+    /// the store at its last durable commit: a prefix of its writes).
     pub fn audit_indexed_through(&self) -> Result<u64, LogError> {
-        audit_index::last_seq(&self.audit, &|e| self.sled_err(e))
+        audit_index::last_seq(&self.audit, &|e| self.store_err(e))
     }
 
     /// Up to `limit` audit entries after `since` that match `filter`, in seq order: from the
@@ -1172,7 +1178,7 @@ impl Store {
         since: u64,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, LogError> {
-        // Taken before sled is read: an entry leaves `unfed_audit` only once the index holds
+        // Taken before the index is read: an entry leaves `unfed_audit` only once the index holds
         // it, so every entry is found in one place or the other.
         let unfed: Vec<AuditEntry> = self
             .unfed_audit
@@ -1181,7 +1187,8 @@ impl Store {
             .filter(|e| e.seq > since && filter.matches(e))
             .map(|e| (**e).clone())
             .collect();
-        let mut page = audit_index::page(&self.audit, filter, since, limit, &|e| self.sled_err(e))?;
+        let mut page =
+            audit_index::page(&self.audit, filter, since, limit, &|e| self.store_err(e))?;
         // Unindexed entries are newer than every indexed one they do not duplicate.
         let after = page.last().map_or(since, |e| e.seq);
         page.extend(unfed.into_iter().filter(|e| e.seq > after));
@@ -1189,7 +1196,7 @@ impl Store {
         Ok(page)
     }
 
-    /// The highest seq sled durably holds (the WAL's last checkpoint); everything indexed with
+    /// The highest seq the store durably holds (the WAL's last checkpoint); everything indexed with
     /// those commits is as durable.
     pub fn durable_seq(&self) -> u64 {
         match self.wal.lock().as_ref() {
@@ -1198,7 +1205,7 @@ impl Store {
         }
     }
 
-    /// How many commits are stored (those sled holds and those it has yet to take).
+    /// How many commits are stored (those the store holds and those it has yet to take).
     pub fn len(&self) -> usize {
         let unfed = self.unfed.lock();
         let first_unfed = unfed.first().map_or(u64::MAX, |(s, _)| *s);
@@ -1213,7 +1220,10 @@ impl Store {
         // overlap for a moment: count each seq once.
         let overlap = self
             .commits
-            .range(Bound::Included(first_unfed.to_be_bytes().to_vec()), Bound::Unbounded)
+            .range(
+                Bound::Included(first_unfed.to_be_bytes().to_vec()),
+                Bound::Unbounded,
+            )
             .count();
         in_store - overlap.min(in_store) + unfed.len()
     }
@@ -1241,6 +1251,14 @@ fn open_kv(dir: &Path, path: &Path) -> Result<Kv, LogError> {
         Ok(Err(redb::Error::Corrupted(why))) => {
             Err(damaged(format!("redb reports its file corrupt: {why}")))
         }
+        // What redb reports of a header it cannot read (a magic number or a format version
+        // that is not its own) is damage to the file, not a fault of the machine.
+        Ok(Err(redb::Error::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(damaged(format!("redb cannot read its file: {e}")))
+        }
+        Ok(Err(redb::Error::UpgradeRequired(v))) => Err(damaged(format!(
+            "the file says it is redb format version {v}, which this reeve does not read"
+        ))),
         Ok(Err(source)) => Err(LogError::Store {
             dir: path.display().to_string(),
             source: Box::new(source),
@@ -1284,8 +1302,8 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Cold builds are read from sled, with what the background thread has yet to write laid over
-/// it.
+/// Cold builds are read from the store, with what the background thread has yet to write laid
+/// over it.
 impl History for Store {
     fn cold_build(&self, id: Uuid) -> Result<Option<ColdBuild>, String> {
         let pending = self.pending_cold();
@@ -1299,12 +1317,13 @@ impl History for Store {
         {
             return Ok(Some(b.build.id));
         }
-        super::cold::build_of_job(&self.cold, job, &|e| self.sled_err(e)).map_err(|e| e.to_string())
+        super::cold::build_of_job(&self.cold, job, &|e| self.store_err(e))
+            .map_err(|e| e.to_string())
     }
 
     fn cold_generations(&self, project: &str, number: u64) -> Result<Vec<Uuid>, String> {
         let pending = self.pending_cold();
-        let mut out = super::cold::generations(&self.cold, project, number, &|e| self.sled_err(e))
+        let mut out = super::cold::generations(&self.cold, project, number, &|e| self.store_err(e))
             .map_err(|e| e.to_string())?;
         for b in super::cold::pending_builds(&pending) {
             if b.build.project == project && b.build.number == number && !out.contains(&b.build.id)
@@ -1322,7 +1341,7 @@ impl History for Store {
         limit: usize,
     ) -> Result<Vec<ColdBuild>, String> {
         let pending = self.pending_cold();
-        let mut ids = super::cold::page(&self.cold, project, before, limit, &|e| self.sled_err(e))
+        let mut ids = super::cold::page(&self.cold, project, before, limit, &|e| self.store_err(e))
             .map_err(|e| e.to_string())?;
         for b in super::cold::pending_builds(&pending) {
             let key = (b.build.order, b.build.id);
@@ -1367,7 +1386,7 @@ impl History for Store {
         // Read past what pending ops take away, so that a full page stays full.
         let extra = gone.len();
         let mut out: Vec<(Millis, Uuid)> =
-            super::cold::prunable(&self.cold, before, limit + extra, &|e| self.sled_err(e))
+            super::cold::prunable(&self.cold, before, limit + extra, &|e| self.store_err(e))
                 .map_err(|e| e.to_string())?;
         out.extend(fresh.into_iter().map(|(at, j, _)| (at, j)));
         out.retain(|(_, j)| !gone.contains(j));

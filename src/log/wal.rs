@@ -1,6 +1,6 @@
 //! reeve's write-ahead log: preallocated segment files under `<data-dir>/wal/`, one
-//! `write` + one `fdatasync` per group commit. sled is fed behind it; see `store.rs` for how
-//! the two are checked against each other when a data dir opens.
+//! `write` + one `fdatasync` per group commit. The store (`store.redb`) is fed behind it; see
+//! `store.rs` for how the two are checked against each other when a data dir opens.
 //!
 //! A segment is named `<index, 16 hex digits>.wal`, is filled with zeros when it is created
 //! (so that an `fdatasync` after a write into it never also has to journal a size change or
@@ -493,7 +493,7 @@ impl Wal {
         Ok(())
     }
 
-    /// Records that sled durably holds everything up to `c`, makes it durable, and removes
+    /// Records that the store durably holds everything up to `c`, makes it durable, and removes
     /// the segments nothing needs any more.
     pub fn checkpoint_at(&mut self, c: Checkpoint) -> Result<(), WalError> {
         self.buf.clear();
@@ -552,7 +552,7 @@ impl Wal {
     }
 
     /// Deletes the older segments whose every commit is at or before the durable checkpoint:
-    /// sled holds them, and the checkpoint itself lives in a newer segment.
+    /// the store holds them, and the checkpoint itself lives in a newer segment.
     fn recycle(&mut self) -> Result<(), WalError> {
         if self.dirty {
             return Ok(());
