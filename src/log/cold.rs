@@ -214,7 +214,7 @@ pub fn write(
                 let id = b.build.id;
                 batch.insert(build_key(id), encode(b).map_err(encode_err(id))?);
                 for j in &b.jobs {
-                    batch.insert(job_key(j.id), id.as_bytes().to_vec());
+                    batch.insert(job_key(j.id), id.as_bytes());
                     owner.insert(j.id, id);
                 }
                 batch.insert(

@@ -203,6 +203,7 @@ impl Tree {
     }
 
     /// How many entries the tree holds (redb keeps the count: no walk).
+    #[allow(clippy::len_without_is_empty)] // a fallible count; nothing asks for emptiness
     pub fn len(&self) -> Result<u64, KvError> {
         use redb::ReadableTableMetadata;
         guarded(|| {
@@ -273,11 +274,11 @@ impl Tree {
         }
         let range = table.range::<&[u8]>((as_ref(lo), as_ref(hi)))?;
         let mut out = Vec::new();
-        let mut take = |item: Result<
-            (redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>),
-            redb::StorageError,
-        >|
-         -> Result<bool, KvError> {
+        type Item<'a> = (
+            redb::AccessGuard<'a, &'a [u8]>,
+            redb::AccessGuard<'a, &'a [u8]>,
+        );
+        let mut take = |item: Result<Item<'_>, redb::StorageError>| -> Result<bool, KvError> {
             let (k, v) = item?;
             out.push((k.value().to_vec(), v.value().to_vec()));
             Ok(out.len() < CHUNK)

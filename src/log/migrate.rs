@@ -41,7 +41,7 @@ pub(super) fn from_sled(dir: &Path, sled_dir: &Path, to: &Path) -> Result<u64, L
             let (k, v) = item.map_err(sled_err)?;
             batch.insert(&k, &v);
             n += 1;
-            if n % BATCH == 0 {
+            if n.is_multiple_of(BATCH) {
                 tree.apply_batch(std::mem::take(&mut batch))
                     .map_err(store_err(&tmp))?;
             }
