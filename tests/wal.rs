@@ -235,7 +235,7 @@ async fn a_flipped_byte_anywhere_is_refused_by_seq_or_changes_nothing() {
             continue;
         }
         let rel = path.strip_prefix(&dir).unwrap().to_path_buf();
-        let step = (len / 16).max(1);
+        let step = (len / 64).max(1);
         for at in (0..len).step_by(step as usize).chain([len - 1]) {
             plan.push((rel.clone(), at));
         }

@@ -25,9 +25,12 @@ type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 /// The tables a store has; each is created when the file is.
 pub const TABLES: [&str; 5] = ["commits", "logs", "audit", "cold", "meta"];
 
-/// How many entries one read transaction of a long range reads before the next takes over,
-/// so that a walk of the whole history never pins an old version of the file for long.
+/// How many entries one read transaction of a long range reads at most before the next takes
+/// over, so that a walk of the whole history never pins an old version of the file for long.
 const CHUNK: usize = 512;
+/// The first chunk of a range: most readers take a few entries (a seek, a page of audit
+/// blocks of several KiB each), so chunks start small and double.
+const FIRST_CHUNK: usize = 8;
 
 /// redb's page cache. Reads of old commits and audit pages are rare and cheap enough from
 /// disk; a walk of the whole history (the scrub after a start) must not keep it all.
@@ -228,6 +231,7 @@ impl Tree {
             rev: false,
             buf: std::collections::VecDeque::new(),
             done: false,
+            chunk: FIRST_CHUNK,
         }
     }
 
@@ -256,6 +260,7 @@ impl Tree {
         lo: &Bound<Vec<u8>>,
         hi: &Bound<Vec<u8>>,
         rev: bool,
+        max: usize,
     ) -> Result<Vec<Entry>, KvError> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(self.def)?;
@@ -281,7 +286,7 @@ impl Tree {
         let mut take = |item: Result<Item<'_>, redb::StorageError>| -> Result<bool, KvError> {
             let (k, v) = item?;
             out.push((k.value().to_vec(), v.value().to_vec()));
-            Ok(out.len() < CHUNK)
+            Ok(out.len() < max)
         };
         if rev {
             for item in range.rev() {
@@ -322,6 +327,7 @@ pub struct Range {
     rev: bool,
     buf: std::collections::VecDeque<Entry>,
     done: bool,
+    chunk: usize,
 }
 
 impl Range {
@@ -336,9 +342,11 @@ impl Iterator for Range {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.buf.is_empty() && !self.done {
-            match guarded(|| self.tree.read_chunk(&self.lo, &self.hi, self.rev)) {
+            let max = self.chunk;
+            self.chunk = (self.chunk * 2).min(CHUNK);
+            match guarded(|| self.tree.read_chunk(&self.lo, &self.hi, self.rev, max)) {
                 Ok(chunk) => {
-                    if chunk.len() < CHUNK {
+                    if chunk.len() < max {
                         self.done = true;
                     }
                     if let Some((last, _)) = chunk.last() {
