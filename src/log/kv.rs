@@ -147,6 +147,15 @@ fn def(name: &'static str) -> Def {
 
 type Entry = (Vec<u8>, Vec<u8>);
 
+/// What a caught panic said.
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "no message".into())
+}
+
 /// Runs one operation on the file, turning a panic inside redb into an error. redb trusts
 /// the pages it reads (it checks their checksums only in a repair), so a file altered behind
 /// its back can make it index out of bounds; that is damage to report, not a crash.
@@ -154,11 +163,7 @@ fn guarded<T>(op: impl FnOnce() -> Result<T, KvError>) -> Result<T, KvError> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)) {
         Ok(result) => result,
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "no message".into());
+            let why = panic_message(&*panic);
             Err(redb::Error::Corrupted(format!(
                 "the store's file could not be read ({why}): it is damaged"
             )))

@@ -104,11 +104,7 @@ fn open_sled(dir: &Path, log_dir: &Path) -> Result<sled::Db, LogError> {
             source,
         }),
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "no message".into());
+            let why = super::kv::panic_message(&*panic);
             Err(damaged(format!("sled could not read its files: {why}")))
         }
     }

@@ -1264,11 +1264,7 @@ fn open_kv(dir: &Path, path: &Path) -> Result<Kv, LogError> {
             source: Box::new(source),
         }),
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "no message".into());
+            let why = super::kv::panic_message(&*panic);
             Err(damaged(format!("redb could not read its file: {why}")))
         }
     }
