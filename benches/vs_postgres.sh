@@ -97,6 +97,7 @@ for c in $CLIENTS; do
         [ "$r" -gt "$best_rv" ] && best_rv=$r
     done
     printf "%-8s %-15s %-16s %-10s\n" "$c" "$best_pg" "$best_rv" "$(awk -v a="$best_rv" -v b="$best_pg" 'BEGIN {printf "%.2f", a / b}')"
-    [ "$c" = 1 ] && [ -n "${disk:-}" ] && \
+    if [ "$c" = 1 ] && [ -n "${disk:-}" ]; then
         echo "         reeve at 1 client = $(awk -v a="$best_rv" -v b="$disk" 'BEGIN {printf "%.0f%%", 100 * a / b}') of the disk's fdatasync rate"
+    fi
 done
