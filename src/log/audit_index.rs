@@ -166,13 +166,13 @@ fn decode_mask(key: &[u8], value: &[u8]) -> Result<u64, LogError> {
 
 type StoreErr<'a> = &'a dyn Fn(redb::Error) -> LogError;
 
-/// Writes entries (any seqs, any order) and their filter bits in one batch, merging with what
-/// their blocks already hold.
-pub(super) fn index<'a>(
+/// The writes that index entries (any seqs, any order) and their filter bits, merged with
+/// what their blocks already hold; `None` when there is nothing to index.
+pub(super) fn batch<'a>(
     tree: &Tree,
     entries: impl IntoIterator<Item = &'a AuditEntry>,
     store_err: StoreErr<'_>,
-) -> Result<(), LogError> {
+) -> Result<Option<Batch>, LogError> {
     let mut blocks: BTreeMap<u64, BTreeMap<u64, &AuditEntry>> = BTreeMap::new();
     let mut masks: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     for e in entries {
@@ -183,7 +183,7 @@ pub(super) fn index<'a>(
         }
     }
     if blocks.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let mut batch = Batch::default();
     for (block, new) in blocks {
@@ -208,7 +208,7 @@ pub(super) fn index<'a>(
         };
         batch.insert(key, (old | mask).to_be_bytes());
     }
-    tree.apply_batch(batch).map_err(store_err)
+    Ok(Some(batch))
 }
 
 /// The highest seq the index holds an entry for (0: none). Blocks are written in seq order

@@ -195,14 +195,14 @@ pub fn through(tree: &Tree, err: Err<'_>) -> Result<u64, LogError> {
         .map_or(0, u64::from_be_bytes))
 }
 
-/// Writes the ops of the commits up to `through`, in order, as one batch, and moves `'w'` to
-/// `through`. (The chunks of pruned output are the caller's to delete, before this.)
-pub fn write(
+/// The writes of the ops of the commits up to `through`, in order, and of `'w'` moved to
+/// `through`. (The chunks of pruned output are the caller's to delete, before these.)
+pub fn batch(
     tree: &Tree,
     ops: &[(u64, ColdOp)],
     through: u64,
     err: Err<'_>,
-) -> Result<(), LogError> {
+) -> Result<Batch, LogError> {
     let mut batch = Batch::default();
     // Records this batch already wrote, for the ops after them.
     let mut written: HashMap<Uuid, ColdBuild> = HashMap::new();
@@ -271,7 +271,7 @@ pub fn write(
         }
     }
     batch.insert(THROUGH_KEY, through.to_be_bytes());
-    tree.apply_batch(batch).map_err(err)
+    Ok(batch)
 }
 
 /// The newest version of a record: the store's, with the ops not yet written laid over it.

@@ -36,16 +36,29 @@ const FIRST_CHUNK: usize = 8;
 /// disk; a walk of the whole history (the scrub after a start) must not keep it all.
 const CACHE_BYTES: usize = 64 << 20;
 
+/// The open file; every tree of it holds the same one.
 pub struct Kv {
-    db: Arc<Database>,
+    /// `None` only once dropped without redb's own shutdown (see [`Drop`]).
+    db: Option<Database>,
     /// Something was committed since the last durable commit.
-    dirty: Arc<AtomicBool>,
+    dirty: AtomicBool,
+    /// redb panicked on this file (it is damaged), or the file is a throwaway copy: either way
+    /// redb's shutdown, which writes, must not run on drop. A panic there would come while
+    /// another destructor unwinds, and abort the process instead of letting it report.
+    skip_shutdown: AtomicBool,
+}
+
+impl Drop for Kv {
+    fn drop(&mut self) {
+        if self.skip_shutdown.load(Ordering::SeqCst) {
+            std::mem::forget(self.db.take());
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct Tree {
-    db: Arc<Database>,
-    dirty: Arc<AtomicBool>,
+    kv: Arc<Kv>,
     def: Def,
 }
 
@@ -72,36 +85,72 @@ impl Batch {
 
 impl Kv {
     /// Opens (or creates) the file, with every table present.
-    pub fn open(path: &Path) -> Result<Kv, KvError> {
+    pub fn open(path: &Path) -> Result<Arc<Kv>, KvError> {
+        guarded(|| Kv::open_unguarded(path))
+    }
+
+    fn db(&self) -> &Database {
+        match &self.db {
+            Some(db) => db,
+            None => unreachable!("the database is taken only by drop"),
+        }
+    }
+
+    /// Drop the file without redb's shutdown: for a copy that is thrown away after reading.
+    pub fn skip_shutdown(&self) {
+        self.skip_shutdown.store(true, Ordering::SeqCst);
+    }
+
+    /// Runs one operation on the file (see [`guarded`]); after a panic the file is known
+    /// damaged and redb's shutdown is skipped.
+    fn guard<T>(&self, op: impl FnOnce() -> Result<T, KvError>) -> Result<T, KvError> {
+        let result = guarded(op);
+        if matches!(&result, Err(redb::Error::Corrupted(why)) if why.starts_with(PANICKED)) {
+            self.skip_shutdown();
+        }
+        result
+    }
+
+    fn open_unguarded(path: &Path) -> Result<Arc<Kv>, KvError> {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(path)?;
-        let kv = Kv {
-            db: Arc::new(db),
-            dirty: Arc::new(AtomicBool::new(false)),
+        let kv = Arc::new(Kv {
+            db: Some(db),
+            dirty: AtomicBool::new(false),
+            skip_shutdown: AtomicBool::new(false),
+        });
+        // Opening writes nothing to a file that has its tables: a write is where damage to
+        // redb's allocator state can panic inside a destructor, which no guard can catch, and
+        // a read-only look (`reeve audit`) must get to its checks.
+        let present: Vec<String> = {
+            use redb::TableHandle;
+            let tx = kv.db().begin_read()?;
+            tx.list_tables()?.map(|t| t.name().to_string()).collect()
         };
-        let mut tx = kv.db.begin_write()?;
-        tx.set_quick_repair(true);
-        for name in TABLES {
-            tx.open_table(def(name))?;
+        if TABLES.iter().any(|t| !present.iter().any(|p| p == t)) {
+            let mut tx = kv.db().begin_write()?;
+            tx.set_quick_repair(true);
+            for name in TABLES {
+                tx.open_table(Def::new(name))?;
+            }
+            tx.commit()?;
         }
-        tx.commit()?;
         Ok(kv)
     }
 
-    pub fn tree(&self, name: &'static str) -> Tree {
+    pub fn tree(self: &Arc<Self>, name: &'static str) -> Tree {
         Tree {
-            db: self.db.clone(),
-            dirty: self.dirty.clone(),
-            def: def(name),
+            kv: self.clone(),
+            def: TableDefinition::new(name),
         }
     }
 
     /// Makes everything committed so far durable (one durable commit, with quick repair).
     pub fn flush(&self) -> Result<(), KvError> {
         self.dirty.store(false, Ordering::SeqCst);
-        guarded(|| {
-            let mut tx = self.db.begin_write()?;
+        self.guard(|| {
+            let mut tx = self.db().begin_write()?;
             tx.set_quick_repair(true);
             tx.commit()?;
             Ok(())
@@ -115,11 +164,11 @@ impl Kv {
 
     /// Applies batches to several trees in one transaction: all or none.
     pub fn apply(&self, batches: Vec<(&Tree, Batch)>) -> Result<(), KvError> {
-        guarded(|| self.apply_unguarded(batches))
+        self.guard(|| self.apply_unguarded(batches))
     }
 
     fn apply_unguarded(&self, batches: Vec<(&Tree, Batch)>) -> Result<(), KvError> {
-        let mut tx = self.db.begin_write()?;
+        let mut tx = self.db().begin_write()?;
         tx.set_durability(Durability::None)
             .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
         for (tree, batch) in batches {
@@ -141,11 +190,10 @@ impl Kv {
     }
 }
 
-fn def(name: &'static str) -> Def {
-    TableDefinition::new(name)
-}
-
 type Entry = (Vec<u8>, Vec<u8>);
+
+/// How the message of a panic caught inside redb begins.
+const PANICKED: &str = "redb panicked reading or writing the file";
 
 /// What a caught panic said.
 pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -165,7 +213,7 @@ fn guarded<T>(op: impl FnOnce() -> Result<T, KvError>) -> Result<T, KvError> {
         Err(panic) => {
             let why = panic_message(&*panic);
             Err(redb::Error::Corrupted(format!(
-                "the store's file could not be read ({why}): it is damaged"
+                "{PANICKED} ({why}): the file is damaged"
             )))
         }
     }
@@ -173,8 +221,8 @@ fn guarded<T>(op: impl FnOnce() -> Result<T, KvError>) -> Result<T, KvError> {
 
 impl Tree {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, KvError> {
-        guarded(|| {
-            let tx = self.db.begin_read()?;
+        self.kv.guard(|| {
+            let tx = self.kv.db().begin_read()?;
             let table = tx.open_table(self.def)?;
             Ok(table.get(key.as_ref())?.map(|v| v.value().to_vec()))
         })
@@ -187,26 +235,22 @@ impl Tree {
     }
 
     pub fn apply_batch(&self, batch: Batch) -> Result<(), KvError> {
-        Kv {
-            db: self.db.clone(),
-            dirty: self.dirty.clone(),
-        }
-        .apply(vec![(self, batch)])
+        self.kv.apply(vec![(self, batch)])
     }
 
     /// Removes every entry.
     pub fn clear(&self) -> Result<(), KvError> {
-        guarded(|| self.clear_unguarded())
+        self.kv.guard(|| self.clear_unguarded())
     }
 
     fn clear_unguarded(&self) -> Result<(), KvError> {
-        let mut tx = self.db.begin_write()?;
+        let mut tx = self.kv.db().begin_write()?;
         tx.set_durability(Durability::None)
             .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
         tx.delete_table(self.def)?;
         tx.open_table(self.def)?;
         tx.commit()?;
-        self.dirty.store(true, Ordering::SeqCst);
+        self.kv.dirty.store(true, Ordering::SeqCst);
         Ok(())
     }
 
@@ -214,8 +258,8 @@ impl Tree {
     #[allow(clippy::len_without_is_empty)] // a fallible count; nothing asks for emptiness
     pub fn len(&self) -> Result<u64, KvError> {
         use redb::ReadableTableMetadata;
-        guarded(|| {
-            let tx = self.db.begin_read()?;
+        self.kv.guard(|| {
+            let tx = self.kv.db().begin_read()?;
             Ok(tx.open_table(self.def)?.len()?)
         })
     }
@@ -267,7 +311,7 @@ impl Tree {
         rev: bool,
         max: usize,
     ) -> Result<Vec<Entry>, KvError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.kv.db().begin_read()?;
         let table = tx.open_table(self.def)?;
         fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
             match b {
@@ -349,7 +393,11 @@ impl Iterator for Range {
         if self.buf.is_empty() && !self.done {
             let max = self.chunk;
             self.chunk = (self.chunk * 2).min(CHUNK);
-            match guarded(|| self.tree.read_chunk(&self.lo, &self.hi, self.rev, max)) {
+            match self
+                .tree
+                .kv
+                .guard(|| self.tree.read_chunk(&self.lo, &self.hi, self.rev, max))
+            {
                 Ok(chunk) => {
                     if chunk.len() < max {
                         self.done = true;

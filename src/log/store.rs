@@ -33,7 +33,7 @@ pub enum SyncMode {
 
 pub struct Store {
     dir: PathBuf,
-    kv: Kv,
+    kv: Arc<Kv>,
     /// Where the store's file is (a temporary copy's for a read-only open).
     kv_path: PathBuf,
     commits: Tree,
@@ -290,6 +290,10 @@ impl Store {
             moved = Some(super::migrate::from_sled(dir, &sled_dir, &kv_path)?);
         }
         let kv = open_kv(dir, &kv_path)?;
+        if mode == Mode::Copy {
+            // The copy is thrown away after reading: nothing of it needs redb's shutdown.
+            kv.skip_shutdown();
+        }
         if mode == Mode::Serve {
             // The directory entry of a store just created must survive a power cut too.
             if let Ok(d) = File::open(dir) {
@@ -344,10 +348,7 @@ impl Store {
     }
 
     fn store_err(&self, source: redb::Error) -> LogError {
-        LogError::Store {
-            dir: self.kv_path.display().to_string(),
-            source: Box::new(source),
-        }
+        kv_error(&self.dir, &self.kv_path, source)
     }
 
     /// What opening found and set right: report these to the operator.
@@ -410,11 +411,38 @@ impl Store {
         let Some((last_seq, last)) = pending.last().cloned() else {
             return;
         };
-        let mut batch = Batch::default();
-        for (seq, record) in &pending {
-            batch.insert(seq.to_be_bytes(), record);
-        }
-        if let Err(e) = self.commits.apply_batch(batch) {
+        let ops: Vec<(u64, ColdOp)> = self
+            .unfed_cold
+            .lock()
+            .iter()
+            .take_while(|(seq, _)| *seq <= last_seq)
+            .cloned()
+            .collect();
+        // Entries of commits appended after `pending` was taken wait for their records, so the
+        // index never reaches past the commits the store holds.
+        let entries: Vec<Arc<AuditEntry>> = self
+            .unfed_audit
+            .lock()
+            .iter()
+            .take_while(|e| e.seq <= last_seq)
+            .cloned()
+            .collect();
+        // The records, the builds they sent out of memory and their audit entries go in one
+        // transaction: all of it or none.
+        let written = (|| {
+            let mut records = Batch::default();
+            for (seq, record) in &pending {
+                records.insert(seq.to_be_bytes(), record);
+            }
+            let cold = self.cold_batch(&ops, last_seq)?;
+            let audit = audit_index::batch(&self.audit, entries.iter().map(|e| &**e), &|e| {
+                self.store_err(e)
+            })?;
+            let mut batches = vec![(&self.commits, records), (&self.cold, cold)];
+            batches.extend(audit.map(|a| (&self.audit, a)));
+            self.kv.apply(batches).map_err(|e| self.store_err(e))
+        })();
+        if let Err(e) = written {
             let why = format!(
                 "the store could not take commits the write-ahead log already holds ({e}); restart reeve to catch the store up from the WAL"
             );
@@ -424,35 +452,8 @@ impl Store {
         }
         // Only now may readers stop finding them here: they are in the store.
         self.unfed.lock().retain(|(seq, _)| *seq > last_seq);
-        let ops: Vec<(u64, ColdOp)> = self
-            .unfed_cold
-            .lock()
-            .iter()
-            .take_while(|(seq, _)| *seq <= last_seq)
-            .cloned()
-            .collect();
-        if let Err(e) = self.write_cold(&ops, last_seq) {
-            let why = format!(
-                "the store could not take the builds that left memory with commits the write-ahead log already holds ({e}); restart reeve to write them again"
-            );
-            tracing::error!("{why}");
-            *self.failed.lock() = Some(why);
-            return;
-        }
-        let written = ops.len();
-        self.unfed_cold.lock().drain(..written);
-        let entries: Vec<Arc<AuditEntry>> = self.unfed_audit.lock().clone();
-        if let Some(last_entry) = entries.last().map(|e| e.seq) {
-            if let Err(e) = self.index_audit(entries.iter().map(|e| &**e)) {
-                let why = format!(
-                    "the store could not take the audit entries of commits the write-ahead log already holds ({e}); restart reeve to rebuild them"
-                );
-                tracing::error!("{why}");
-                *self.failed.lock() = Some(why);
-                return;
-            }
-            self.unfed_audit.lock().retain(|e| e.seq > last_entry);
-        }
+        self.unfed_cold.lock().drain(..ops.len());
+        self.unfed_audit.lock().retain(|e| e.seq > last_seq);
         let hash = super::wal::record_head(&last).map_or(GENESIS, |h| h.2);
         *self.fed.lock() = Checkpoint {
             seq: last_seq,
@@ -594,8 +595,10 @@ impl Store {
             None => Ok(None),
             Some(record) => match super::wal::record_head(&record) {
                 Ok((s, _, hash)) if s == seq => Ok(Some(hash)),
+                // A record under the wrong key (a damaged key) is missing from its own place
+                // too: the lower of the two is where the log stops being whole.
                 Ok((s, _, _)) => Err(self.damage(
-                    Some(seq),
+                    Some(s.min(seq)),
                     Some("store.redb (commits table)".into()),
                     0,
                     format!("the record stored under seq {seq} says it is seq {s}"),
@@ -1036,7 +1039,10 @@ impl Store {
         &self,
         entries: impl IntoIterator<Item = &'a AuditEntry>,
     ) -> Result<(), LogError> {
-        audit_index::index(&self.audit, entries, &|e| self.store_err(e))
+        match audit_index::batch(&self.audit, entries, &|e| self.store_err(e))? {
+            Some(batch) => self.audit.apply_batch(batch).map_err(|e| self.store_err(e)),
+            None => Ok(()),
+        }
     }
 
     /// Verifies the chain from seq 1 through `through` from raw bytes (each record's hash
@@ -1124,6 +1130,12 @@ impl Store {
     /// deletes the chunks of the cold output they pruned first: a crash between the two leaves
     /// the ops to be written again.
     pub fn write_cold(&self, ops: &[(u64, ColdOp)], through: u64) -> Result<(), LogError> {
+        let batch = self.cold_batch(ops, through)?;
+        self.cold.apply_batch(batch).map_err(|e| self.store_err(e))
+    }
+
+    /// The writes of [`Store::write_cold`], after deleting the pruned chunks it deletes first.
+    fn cold_batch(&self, ops: &[(u64, ColdOp)], through: u64) -> Result<Batch, LogError> {
         let pruned: Vec<Uuid> = ops
             .iter()
             .flat_map(|(_, op)| match op {
@@ -1135,7 +1147,7 @@ impl Store {
         if !pruned.is_empty() {
             self.prune_logs(&pruned, 0)?;
         }
-        super::cold::write(&self.cold, ops, through, &|e| self.store_err(e))
+        super::cold::batch(&self.cold, ops, through, &|e| self.store_err(e))
     }
 
     /// The last commit whose cold ops the store holds (0: none, or a data dir from before builds
@@ -1235,39 +1247,51 @@ impl Store {
 
 /// Opens the store's file, turning damage it reports (or a panic inside redb on a file
 /// altered behind its back) into [`LogError::Damaged`].
-fn open_kv(dir: &Path, path: &Path) -> Result<Kv, LogError> {
-    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Kv::open(path)));
-    let damaged = |why: String| {
-        LogError::Damaged(Box::new(Damage {
-            dir: dir.display().to_string(),
-            first_seq: None,
-            location: Some(STORE_FILE.into()),
-            affected: None,
-            why,
-        }))
+/// Opens the store's file; see [`kv_error`] for what is damage.
+fn open_kv(dir: &Path, path: &Path) -> Result<Arc<Kv>, LogError> {
+    Kv::open(path).map_err(|e| kv_error(dir, path, e))
+}
+
+/// redb's errors: what it finds wrong in its file is damage to the data dir, not a fault of
+/// the machine — `Corrupted` (the adapter turns a panic on a damaged page into it too), a
+/// header it cannot read (a magic number or a format version not its own), a page pointer
+/// past the end of the file.
+fn kv_error(dir: &Path, path: &Path, source: redb::Error) -> LogError {
+    let why = match &source {
+        redb::Error::Corrupted(why) => format!("redb reports its file damaged: {why}"),
+        redb::Error::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            format!("redb cannot read its file: {e}")
+        }
+        redb::Error::UpgradeRequired(v) => {
+            format!("the file says it is redb format version {v}, which this reeve does not read")
+        }
+        // Every table is created with the file and always opened with the same types: a table
+        // that is missing or says it holds other types is a damaged table directory.
+        redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TableDoesNotExist(_)
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TypeDefinitionChanged { .. } => {
+            format!("redb's directory of tables is damaged: {source}")
+        }
+        _ => {
+            return LogError::Store {
+                dir: path.display().to_string(),
+                source: Box::new(source),
+            };
+        }
     };
-    match opened {
-        Ok(Ok(kv)) => Ok(kv),
-        Ok(Err(redb::Error::Corrupted(why))) => {
-            Err(damaged(format!("redb reports its file corrupt: {why}")))
-        }
-        // What redb reports of a header it cannot read (a magic number or a format version
-        // that is not its own) is damage to the file, not a fault of the machine.
-        Ok(Err(redb::Error::Io(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
-            Err(damaged(format!("redb cannot read its file: {e}")))
-        }
-        Ok(Err(redb::Error::UpgradeRequired(v))) => Err(damaged(format!(
-            "the file says it is redb format version {v}, which this reeve does not read"
-        ))),
-        Ok(Err(source)) => Err(LogError::Store {
-            dir: path.display().to_string(),
-            source: Box::new(source),
-        }),
-        Err(panic) => {
-            let why = super::kv::panic_message(&*panic);
-            Err(damaged(format!("redb could not read its file: {why}")))
-        }
-    }
+    LogError::Damaged(Box::new(Damage {
+        dir: dir.display().to_string(),
+        first_seq: None,
+        location: Some(STORE_FILE.into()),
+        affected: None,
+        why,
+    }))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), LogError> {
